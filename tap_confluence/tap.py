@@ -36,7 +36,7 @@ class TapConfluence(Tap):
             "refresh_token",
             th.StringType,
             secret=True,
-            description="OAuth refresh token that seeds the token store; a new value wins over the store.",
+            description="OAuth refresh token seeding the token store; a new value wins.",
         ),
         th.Property(
             "email", th.StringType, description="Atlassian account email for API-token auth."
