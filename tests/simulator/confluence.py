@@ -1,0 +1,393 @@
+"""Confluence v1 REST routes (served under both the gateway prefix and the site root)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tests.simulator.data import iso_ms
+from tests.simulator.web import (
+    HTTPError,
+    Request,
+    Response,
+    confluence_error,
+    dumps,
+    json_response,
+    rel_link,
+)
+
+if TYPE_CHECKING:
+    from tests.simulator.server import Simulator
+
+SEARCH_USER_CAP = 10_000
+USER_LIMIT = 200
+AUDIT_LIMIT = 1000
+
+Handler = Callable[["Simulator", Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A Confluence route: its name in stats, handler and what it requires."""
+
+    name: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    scopes: tuple[frozenset[str], ...]  # any one set suffices
+    admin: bool = False
+    licence: bool = False  # private licence endpoint: site-root classic Basic auth only
+
+
+def _scopes(*alternatives: str) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(a.split()) for a in alternatives)
+
+
+def links(sim: Simulator, req: Request, **extra: str) -> dict[str, str]:
+    """Return `_links` as the real API writes them: base is always the site's /wiki."""
+    base = sim.site_url + "/wiki"
+    query = "&".join(f"{k}={v}" for k, vs in req.query.items() for v in vs)
+    self_link = base + req.path.removeprefix("/wiki") + (f"?{query}" if query else "")
+    return {"base": base, "context": "/wiki", "self": self_link, **extra}
+
+
+def _forward_params(req: Request, *drop: str) -> list[tuple[str, str]]:
+    return [(k, v) for k, vs in req.query.items() if k not in drop for v in vs]
+
+
+# ---- settings ---------------------------------------------------------------------------
+
+
+def system_info(sim: Simulator, req: Request) -> Response:
+    """GET settings/systemInfo."""
+    return json_response(
+        200,
+        {
+            "cloudId": sim.creds.cloud_id,
+            "commitHash": "4f1c2b9",
+            "baseUrl": sim.site_url + "/wiki",
+            "edition": "standard",
+            "siteTitle": "Simulated Wiki ✨",
+            "defaultLocale": "en_US",
+            "defaultTimeZone": "Europe/Stockholm",
+            "microsPerimeter": "commercial",
+        },
+    )
+
+
+# ---- users ------------------------------------------------------------------------------
+
+_TYPE_USER = re.compile(r'^\s*type\s*=\s*"?user"?\s*$', re.IGNORECASE)
+_USER_EQ = re.compile(r'^\s*user(?:\.accountid)?\s*=\s*"([^"]+)"\s*$', re.IGNORECASE)
+_USER_IN = re.compile(r"^\s*user\s+in\s*\(([^)]*)\)\s*$", re.IGNORECASE)
+_FULLNAME = re.compile(r'^\s*user\.fullname\s*~\s*"?([^"]*)"?\s*$', re.IGNORECASE)
+
+
+def _user_search_indexes(sim: Simulator, cql: str, pfilter: str) -> list[int] | range:
+    pool = sim.data.search_user_indexes(pfilter)
+    if _TYPE_USER.match(cql):
+        return pool[:SEARCH_USER_CAP]
+    index = sim.data.index_of()
+    if m := _USER_EQ.match(cql):
+        i = index.get(m.group(1))
+        return [i] if i is not None and i in pool else []
+    if m := _USER_IN.match(cql):
+        ids = [x.strip().strip('"') for x in m.group(1).split(",")]
+        return [index[x] for x in ids if x in index and index[x] in pool]
+    if m := _FULLNAME.match(cql):
+        needle = m.group(1).lower()
+        return [i for i in pool if needle in str(sim.data.user_core(i)["publicName"]).lower()]
+    raise HTTPError(confluence_error(400, f"Could not parse cql : {cql[:200]}"))
+
+
+def search_user(sim: Simulator, req: Request) -> Response:
+    """GET search/user: offset paging, totalSize equal to the page size, 10k cap."""
+    cql = req.arg("cql")
+    if not cql:
+        raise HTTPError(confluence_error(400, "The CQL query parameter is required."))
+    pfilter = req.arg("sitePermissionTypeFilter", "none") or "none"
+    if pfilter not in ("none", "externalCollaborator", "all"):
+        raise HTTPError(confluence_error(400, f"Invalid sitePermissionTypeFilter: {pfilter}"))
+    start = req.int_arg("start", 0)
+    limit = min(req.int_arg("limit", 25), USER_LIMIT)
+    indexes = _user_search_indexes(sim, cql, pfilter)
+    page = indexes[start : start + limit]
+    results = []
+    for i in page:
+        u = sim.data.user_core(i)
+        results.append(
+            {
+                "user": u,
+                "title": u["publicName"],
+                "excerpt": "",
+                "url": f"/people/{u['accountId']}",
+                "breadcrumbs": [],
+                "entityType": "user",
+                "iconCssClass": "aui-icon content-type-profile",
+                "lastModified": iso_ms(sim.data.opts.audit_start + i * 60_000),
+                "score": 0.0,
+            }
+        )
+    extra = {}
+    if limit and start + len(page) < len(indexes):
+        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
+    body = {
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "size": len(results),
+        # The real endpoint reports the page size here, not the total.
+        "totalSize": len(results),
+        "cqlQuery": cql,
+        "searchDuration": 17 + len(results) % 13,
+        "_links": links(sim, req, **extra),
+    }
+    return json_response(200, body)
+
+
+def get_user(sim: Simulator, req: Request) -> Response:
+    """GET user?accountId=: one user with accountStatus, or 404."""
+    aid = req.arg("accountId")
+    if not aid:
+        raise HTTPError(confluence_error(400, "accountId is required"))
+    i = sim.data.index_of().get(aid)
+    if i is None:
+        raise HTTPError(confluence_error(404, f"No user found with accountId: {aid[:80]}"))
+    return json_response(200, sim.data.user_full(i))
+
+
+def user_bulk(sim: Simulator, req: Request) -> Response:
+    """GET user/bulk: at most 200 ids; unknown ids are silently left out, as on Cloud."""
+    ids = [x for v in req.query.get("accountId", []) for x in v.split(",") if x]
+    if not ids:
+        raise HTTPError(confluence_error(400, "At least one accountId is required"))
+    if len(ids) > USER_LIMIT:
+        raise HTTPError(
+            confluence_error(400, f"A maximum of {USER_LIMIT} accountIds may be requested")
+        )
+    limit = min(req.int_arg("limit", USER_LIMIT, minimum=1), USER_LIMIT)
+    index = sim.data.index_of()
+    results = [sim.data.user_full(index[x]) for x in ids if x in index][:limit]
+    body = {
+        "results": results,
+        "start": 0,
+        "limit": limit,
+        "size": len(results),
+        "_links": links(sim, req),
+    }
+    return json_response(200, body)
+
+
+def user_current(sim: Simulator, req: Request) -> Response:
+    """GET user/current: the account the credentials belong to."""
+    return json_response(200, sim.data.user_full(req.principal.user_index))
+
+
+# ---- groups -----------------------------------------------------------------------------
+
+
+def groups(sim: Simulator, req: Request) -> Response:
+    """GET group: alphabetical, offset paging, limit at most 200."""
+    start = req.int_arg("start", 0)
+    limit = min(req.int_arg("limit", USER_LIMIT), USER_LIMIT)
+    all_groups = sim.data.groups
+    page = range(start, min(len(all_groups), start + limit))
+    extra = {}
+    if limit and page.stop < len(all_groups):
+        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
+    results = [sim.data.group_json(k) for k in page]
+    body = {
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "size": len(results),
+        "_links": links(sim, req, **extra),
+    }
+    return json_response(200, body)
+
+
+def group_members(sim: Simulator, req: Request) -> Response:
+    """GET group/{id}/membersByGroupId: 400 above limit 200, 404 for unknown groups."""
+    k = sim.data.group_by_id.get(req.params["group_id"])
+    start = req.int_arg("start", 0)
+    limit = req.int_arg("limit", USER_LIMIT)
+    if limit > USER_LIMIT:
+        raise HTTPError(confluence_error(400, f"Limit must be less than {USER_LIMIT + 1}"))
+    if k is None:
+        raise HTTPError(
+            confluence_error(404, f"No group found with id: {req.params['group_id'][:80]}")
+        )
+    members = sim.data.members[k]
+    page = members[start : start + limit]
+    extra = {}
+    if limit and start + len(page) < len(members):
+        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
+    results = [sim.data.user_core(i) for i in page]
+    body: dict[str, Any] = {
+        "results": results,
+        "start": start,
+        "limit": limit,
+        "size": len(results),
+        "_links": links(sim, req, **extra),
+    }
+    if req.arg("shouldReturnTotalSize") == "true":
+        body["totalSize"] = len(members)
+    return json_response(200, body)
+
+
+# ---- audit ------------------------------------------------------------------------------
+
+
+class PageCache:
+    """A small LRU of encoded audit pages: repeated reads cost a dict lookup."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[int, ...], tuple[bytes, int]] = OrderedDict()
+
+    def get(self, key: tuple[int, ...]) -> tuple[bytes, int] | None:
+        """Return a cached page and mark it recently used."""
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None:
+                self.items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[int, ...], value: tuple[bytes, int]) -> None:
+        """Store a page, dropping the least recently used beyond the size."""
+        with self.lock:
+            self.items[key] = value
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+def _epoch_arg(req: Request, name: str, default: int) -> int:
+    raw = req.arg(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise HTTPError(
+            confluence_error(400, f"{name} must be epoch time in milliseconds, got {raw[:40]}")
+        ) from None
+
+
+def audit(sim: Simulator, req: Request) -> Response:
+    """GET audit: newest first, epoch-ms bounds inclusive, limit clamped to 1000, no ids."""
+    append, late, late_by = sim.faults.audit_tick()
+    if append:
+        sim.data.add_extra(append, None)
+        sim.faults.count("append", append)
+    if late:
+        sim.data.add_extra(late, None, late_by_ms=late_by)
+        sim.faults.count("late_records", late)
+    start_ms = _epoch_arg(req, "startDate", -(2**62))
+    end_ms = _epoch_arg(req, "endDate", 2**62)
+    start = req.int_arg("start", 0)
+    limit = min(req.int_arg("limit", AUDIT_LIMIT), AUDIT_LIMIT)
+    key = (start_ms, end_ms, start, limit, sim.data.extras_version)
+    cached = sim.page_cache.get(key)
+    if cached is None:
+        page = sim.data.audit_page(start_ms, end_ms, start, limit)
+        cached = (("[" + ",".join(page) + "]").encode(), len(page))
+        sim.page_cache.put(key, cached)
+    results, size = cached
+    tail = {"start": start, "limit": limit, "size": size, "_links": links(sim, req)}
+    body = b'{"results":' + results + b"," + dumps(tail)[1:]
+    return Response(200, body)
+
+
+def audit_retention(sim: Simulator, req: Request) -> Response:
+    """GET audit/retention."""
+    return json_response(200, {"number": 12, "units": "MONTHS"})
+
+
+# ---- licence (private, site-root Basic auth only) ----------------------------------------
+
+
+def licence(sim: Simulator, req: Request) -> Response:
+    """GET /wiki/rest/license/1.0/license/{userCount,maxUsers,remainingSeats}."""
+    used = sim.data.licensed_active()
+    max_users = sim.data.opts.max_users
+    if max_users is None:
+        tiers = [10, 25, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000, 10000, 50000]
+        max_users = next((t for t in tiers if t >= used + 1), used + 1000)
+    count = {"userCount": used, "maxUsers": max_users, "remainingSeats": max_users - used}
+    return json_response(200, {"count": count[req.params["what"]]})
+
+
+ROUTES: list[Route] = [
+    Route(
+        "system_info",
+        re.compile(r"^/wiki/rest/api/settings/systemInfo$"),
+        system_info,
+        _scopes("manage:confluence-configuration", "read:configuration:confluence"),
+    ),
+    Route(
+        "search_user",
+        re.compile(r"^/wiki/rest/api/search/user$"),
+        search_user,
+        _scopes("read:content-details:confluence"),
+    ),
+    Route(
+        "user_bulk",
+        re.compile(r"^/wiki/rest/api/user/bulk$"),
+        user_bulk,
+        _scopes("read:confluence-user", "read:content-details:confluence"),
+    ),
+    Route(
+        "user_current",
+        re.compile(r"^/wiki/rest/api/user/current$"),
+        user_current,
+        _scopes("read:confluence-user", "read:content-details:confluence"),
+    ),
+    Route(
+        "user",
+        re.compile(r"^/wiki/rest/api/user$"),
+        get_user,
+        _scopes("read:confluence-user", "read:content-details:confluence"),
+    ),
+    Route(
+        "group",
+        re.compile(r"^/wiki/rest/api/group$"),
+        groups,
+        _scopes("read:confluence-groups", "read:group:confluence"),
+    ),
+    Route(
+        "group_members",
+        re.compile(r"^/wiki/rest/api/group/(?P<group_id>[^/]+)/membersByGroupId$"),
+        group_members,
+        _scopes("read:confluence-groups", "read:group:confluence read:user:confluence"),
+    ),
+    Route(
+        "audit",
+        re.compile(r"^/wiki/rest/api/audit$"),
+        audit,
+        _scopes("read:audit-log:confluence"),
+        admin=True,
+    ),
+    Route(
+        "audit_retention",
+        re.compile(r"^/wiki/rest/api/audit/retention$"),
+        audit_retention,
+        _scopes("read:audit-log:confluence"),
+        admin=True,
+    ),
+    Route(
+        "licence",
+        re.compile(
+            r"^/wiki/rest/license/1\.0/license/(?P<what>userCount|maxUsers|remainingSeats)$"
+        ),
+        licence,
+        (),
+        licence=True,
+    ),
+]

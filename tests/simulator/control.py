@@ -1,0 +1,106 @@
+"""The control API under /_sim/: counters, faults, grants, audit appends, clock, tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tests.simulator.faults import FaultConfig
+from tests.simulator.web import HTTPError, Request, Response, json_response
+
+if TYPE_CHECKING:
+    from tests.simulator.server import Simulator
+
+Body = dict[str, Any]
+
+
+def handle(sim: Simulator, req: Request) -> Response:
+    """Answer one control request; never subject to faults or auth."""
+    path = req.path.removeprefix("/_sim")
+    action = ACTIONS.get(path)
+    if action is None:
+        return json_response(404, {"error": f"unknown control route {path}"})
+    try:
+        body: Body = req.json_body() if req.method == "POST" else {}
+        return json_response(200, action(sim, body, req.method == "POST"))
+    except HTTPError as e:
+        return e.response
+    except (ValueError, TypeError, KeyError) as e:
+        return json_response(400, {"error": str(e)})
+
+
+def _faults(sim: Simulator, body: Body, post: bool) -> Any:
+    if post:
+        sim.faults.configure(FaultConfig.from_dict(body))
+    return sim.faults.config.as_dict()
+
+
+def _reset(sim: Simulator, body: Body, post: bool) -> Any:
+    sim.reset_stats()
+    return sim.stats()
+
+
+def _grant(sim: Simulator, body: Body, post: bool) -> Any:
+    admin = bool(body.get("admin", True))
+    scopes = body.get("scopes")
+    if not isinstance(scopes, list):
+        raise TypeError("grant needs a list of scopes")
+    # A non-admin grant belongs to an ordinary licensed user, not the site admin.
+    user = int(body.get("user_index", 0 if admin else 1))
+    return {
+        "refresh_token": sim.tokens.grant([str(s) for s in scopes], admin=admin, user_index=user)
+    }
+
+
+def _append(sim: Simulator, body: Body, post: bool) -> Any:
+    count = int(body.get("count", 1))
+    at = int(body["creation_date"]) if "creation_date" in body else None
+    dates = sim.data.add_extra(count, at, late_by_ms=int(body.get("late_by_ms", 0)))
+    return {"appended": count, "creationDates": dates}
+
+
+def _config(sim: Simulator, body: Body, post: bool) -> Any:
+    if "token_ttl" in body:
+        sim.tokens.token_ttl = int(body["token_ttl"])
+    if "reuse_leeway" in body:
+        sim.tokens.reuse_leeway = int(body["reuse_leeway"])
+    return {"token_ttl": sim.tokens.token_ttl, "reuse_leeway": sim.tokens.reuse_leeway}
+
+
+def _clock(sim: Simulator, body: Body, post: bool) -> Any:
+    sim.tokens.clock_offset += float(body.get("advance_s", 0))
+    return {"offset_s": sim.tokens.clock_offset}
+
+
+def info(sim: Simulator, body: Body | None = None, post: bool = False) -> Any:
+    """Describe the data set, so tests can compute what a full sync must return."""
+    d = sim.data
+    o = d.opts
+    return {
+        "url": sim.url,
+        "site_url": sim.site_url,
+        "cloud_id": sim.creds.cloud_id,
+        "seed": o.seed,
+        "users": o.users,
+        "guests": o.guests,
+        "groups": len(d.groups),
+        "licensed_active": d.licensed_active(),
+        "audit_records": d.audit_total(),
+        "audit_oldest": d.dates[0] if len(d.dates) else None,
+        "audit_newest": d.newest_date(),
+        "content": len(d.content),
+    }
+
+
+ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
+    "/stats": lambda sim, body, post: sim.stats(),
+    "/reset-stats": _reset,
+    "/faults": _faults,
+    "/grant": _grant,
+    "/audit/append": _append,
+    "/tokens": lambda sim, body, post: sim.tokens.listing(),
+    "/config": _config,
+    "/clock": _clock,
+    "/expire-access-tokens": lambda sim, body, post: {"expired": sim.tokens.expire_access_tokens()},
+    "/info": info,
+}

@@ -1,0 +1,290 @@
+"""The HTTP server: one process answering for the auth host, the gateway and the site.
+
+Standard library only: faults such as resets mid-body need control of the raw socket.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.simulator import admin, confluence, control, oauth
+from tests.simulator.auth import SEED_SCOPES, Credentials, Principal, TokenStore, parse_basic
+from tests.simulator.data import DataOptions, Dataset
+from tests.simulator.faults import Decision, FaultConfig, FaultInjector
+from tests.simulator.web import (
+    HTTPError,
+    Request,
+    Response,
+    confluence_error,
+    gateway_error,
+    json_response,
+)
+
+MAX_REQUEST_LINE = 8192
+GATEWAY = re.compile(r"^/ex/confluence/(?P<cloud>[^/]+)(?P<rest>/.*)$")
+SCOPE_MISMATCH = "Unauthorized; scope does not match"
+ROOT_ROUTES: dict[str, tuple[str, Any]] = {
+    "/oauth/token": ("oauth_token", oauth.token),
+    "/authorize": ("authorize", oauth.authorize),
+    "/oauth/token/accessible-resources": ("accessible_resources", oauth.accessible_resources),
+    "/_edge/tenant_info": ("tenant_info", oauth.tenant_info),
+}
+
+
+class Simulator:
+    """Shared state of one simulated Atlassian cloud: data, tokens, faults, counters."""
+
+    def __init__(
+        self,
+        data_opts: DataOptions,
+        creds: Credentials | None = None,
+        faults: FaultConfig | None = None,
+        *,
+        token_ttl: int = 3600,
+        reuse_leeway: int = 600,
+        verbose: bool = False,
+    ) -> None:
+        self.creds = creds or Credentials()
+        self.data_opts = data_opts
+        self.data: Dataset | Any = None
+        self.tokens = TokenStore(self.creds, token_ttl=token_ttl, reuse_leeway=reuse_leeway)
+        self.faults = FaultInjector(data_opts.seed, faults)
+        self.page_cache = confluence.PageCache()
+        self.verbose = verbose
+        self.stats_lock = threading.Lock()
+        self.requests: dict[str, int] = {}
+        self.site_url = data_opts.site_url
+
+    def bind(self, url: str) -> None:
+        """Build the data once the listening URL (used in links) is known."""
+        self.url = url
+        if not self.site_url:
+            self.site_url = url
+            self.data_opts.site_url = url
+        self.data = Dataset(self.data_opts)
+
+    def count(self, route: str) -> None:
+        """Count one request to a named route."""
+        with self.stats_lock:
+            self.requests[route] = self.requests.get(route, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        """Return the counters the control API reports."""
+        with self.stats_lock:
+            requests = dict(self.requests)
+        return {
+            "requests": requests,
+            "total_requests": sum(requests.values()),
+            "refreshes": self.tokens.refreshes,
+            "refresh_failures": self.tokens.refresh_failures,
+            "revoked_families": self.tokens.revoked_families,
+            "faults_injected": dict(self.faults.injected),
+        }
+
+    def reset_stats(self) -> None:
+        """Zero every counter (tokens and data are kept)."""
+        with self.stats_lock:
+            self.requests = {}
+        t = self.tokens
+        t.refreshes = t.refresh_failures = t.revoked_families = 0
+        with self.faults.lock:
+            self.faults.injected = {}
+
+    # ---- authentication --------------------------------------------------------------------
+    def authenticate(self, req: Request, cloud: str | None) -> Principal:
+        """Apply Atlassian's rules: Bearer and scoped tokens at the gateway, classic at the site."""
+        header = req.headers.get("authorization", "")
+        scheme = header.split(" ", 1)[0].lower()
+        if req.via == "gateway":
+            if cloud != self.creds.cloud_id:
+                raise HTTPError(gateway_error(404, "Site not found for cloud id"))
+            if scheme == "bearer":
+                p = self.tokens.principal_for_bearer(header[7:].strip())
+                if p is None:
+                    raise HTTPError(gateway_error(401, "Unauthorized"))
+                return p
+            if scheme == "basic" and parse_basic(header) == (
+                self.creds.email,
+                self.creds.scoped_token,
+            ):
+                return Principal("scoped", frozenset(SEED_SCOPES), admin=True, user_index=0)
+            raise HTTPError(gateway_error(401, "Unauthorized"))
+        if scheme == "basic" and parse_basic(header) == (
+            self.creds.email,
+            self.creds.classic_token,
+        ):
+            return Principal("classic", None, admin=True, user_index=0)
+        # The site never accepts OAuth access tokens or scoped API tokens.
+        raise HTTPError(
+            confluence_error(401, "Client must be authenticated to access this resource.")
+        )
+
+    def route(self, req: Request) -> tuple[str, Any]:
+        """Map a request to (route name, callable answering it)."""
+        path = req.path
+        if path in ROOT_ROUTES:
+            return ROOT_ROUTES[path]
+        if m := admin.LAST_ACTIVE.match(path):
+            req.params.update(m.groupdict())
+            return "admin_last_active", admin.last_active_dates
+        cloud = None
+        if m := GATEWAY.match(path):
+            cloud, req.path, req.via = m.group("cloud"), m.group("rest"), "gateway"
+        for r in confluence.ROUTES:
+            if m := r.pattern.match(req.path):
+                req.params.update(m.groupdict())
+                return r.name, lambda sim, rq, r=r, cloud=cloud: sim.serve_confluence(r, rq, cloud)
+        return "not_found", lambda sim, rq: json_response(404, {"message": "Not Found"})
+
+    def serve_confluence(
+        self, route: confluence.Route, req: Request, cloud: str | None
+    ) -> Response:
+        """Authenticate, check scopes and permissions, then run a Confluence route."""
+        if req.method != "GET":
+            return confluence_error(405, "Method Not Allowed")
+        if route.licence and req.via == "gateway":
+            # The private licence resource has no OAuth scope, so the gateway never serves it.
+            raise HTTPError(gateway_error(401, "Unauthorized"))
+        p = self.authenticate(req, cloud)
+        req.principal = p
+        if route.licence and p.kind != "classic":
+            raise HTTPError(confluence_error(401, "Unauthorized"))
+        if p.scopes is not None and not any(alt <= p.scopes for alt in route.scopes):
+            raise HTTPError(gateway_error(401, SCOPE_MISMATCH))
+        if route.admin and not p.admin:
+            raise HTTPError(
+                confluence_error(
+                    403,
+                    "com.atlassian.confluence.api.service.exceptions.PermissionException: "
+                    "User does not have permission to view the audit log",
+                )
+            )
+        return route.handler(self, req)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Parses requests, applies faults and writes responses with exact Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "SimulatedAtlassian/1.0"
+    sys_version = ""
+    sim: Simulator
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.sim.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self.dispatch()
+
+    def do_POST(self) -> None:
+        self.dispatch()
+
+    def do_PUT(self) -> None:
+        self.dispatch()
+
+    def do_DELETE(self) -> None:
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if len(self.requestline) > MAX_REQUEST_LINE:
+            # Atlassian's front end refuses request lines over 8 KiB before any routing.
+            self.send(Response(400, b"<html><body>Request header is too large</body></html>",
+                               content_type="text/html;charset=UTF-8"))  # fmt: skip
+            return
+        parts = urlsplit(self.path)
+        req = Request(
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            via="site",
+        )
+        if parts.path.startswith("/_sim/"):
+            self.send(control.handle(self.sim, req))
+            return
+        name, func = self.sim.route(req)
+        self.sim.count(name)
+        decision = self.sim.faults.decide(name)
+        if decision.latency_ms:
+            time.sleep(decision.latency_ms / 1000)
+        if decision.status is not None:
+            self.send(fault_response(self.sim, decision))
+            return
+        try:
+            resp = func(self.sim, req)
+        except HTTPError as e:
+            resp = e.response
+        self.send(resp, decision.body_fault)
+
+    def send(self, resp: Response, body_fault: str | None = None) -> None:
+        body = resp.body
+        if body_fault == "bad_json":
+            body = body[: max(1, len(body) // 2)]
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ATL-TraceId", f"{id(resp):016x}")
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body_fault in ("reset", "truncate"):
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            if body_fault == "reset":
+                # SO_LINGER 0 turns close() into a TCP RST: the client sees ECONNRESET.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+            else:
+                self.connection.shutdown(socket.SHUT_WR)
+            return
+        self.wfile.write(body)
+
+
+def fault_response(sim: Simulator, d: Decision) -> Response:
+    """Return the 429 or 5xx response for an injected fault."""
+    retry_after = sim.faults.config.retry_after
+    if d.status == 429:
+        try:
+            wait = min(int(retry_after), 10**9)
+        except ValueError:
+            wait = 60
+        reset = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(time.time() + min(wait, 10**8)))
+        headers = {
+            "Retry-After": retry_after,
+            "X-RateLimit-Limit": "350",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": reset,
+            "X-RateLimit-NearLimit": "true",
+            "RateLimit-Reason": "confluence-quota-tenant-based",
+        }
+        return json_response(429, {"message": "Rate limit exceeded"}, headers)
+    if d.status == 503:
+        return json_response(503, {"message": "Service Unavailable"}, {"Retry-After": retry_after})
+    if d.status in (502, 504):
+        # The edge answers these itself, in HTML, whatever the client asked for.
+        text = "Bad Gateway" if d.status == 502 else "Gateway Timeout"
+        page = f"<html><head><title>{d.status} {text}</title></head><body>{text}</body></html>"
+        return Response(int(d.status), page.encode(), content_type="text/html")
+    return confluence_error(int(d.status or 500), "java.lang.RuntimeException: internal error")
+
+
+def make_server(sim: Simulator, host: str, port: int) -> ThreadingHTTPServer:
+    """Bind a server for `sim` and build its data."""
+    handler = type("BoundHandler", (Handler,), {"sim": sim})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    sim.bind(f"http://{host}:{server.server_address[1]}")
+    return server
