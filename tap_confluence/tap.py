@@ -1,9 +1,38 @@
-"""The tap: its settings and the streams it offers."""
+"""The tap: its settings, the auth-combination check and the streams it offers."""
 
 from __future__ import annotations
 
+import functools
+import typing as t
+from urllib.parse import urlsplit
+
+import click
+import requests
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.authenticators import BasicAuthenticator
+
+from tap_confluence.audit import AuditRecordsStream
+from tap_confluence.auth import AtlassianOAuthAuthenticator
+from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
+from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
+from tap_confluence.groups import GroupMembersStream, GroupsStream
+from tap_confluence.license import LicenseSubscriptionsStream
+from tap_confluence.token_store import FileTokenStore, store_path_for
+from tap_confluence.users import UsersStream
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Auth
+
+    from tap_confluence.client import ConfluenceStream
+
+STREAM_TYPES: tuple[type[ConfluenceStream], ...] = (
+    UsersStream,
+    GroupsStream,
+    GroupMembersStream,
+    LicenseSubscriptionsStream,
+    AuditRecordsStream,
+)
 
 
 class TapConfluence(Tap):
@@ -69,8 +98,142 @@ class TapConfluence(Tap):
             default="https://auth.atlassian.com",
             description="Atlassian OAuth authorization server base URL.",
         ),
+        th.Property(
+            "audit_lookback_minutes",
+            th.IntegerType,
+            default=60,
+            description="Minutes of audit log re-read before the bookmark, for late records.",
+        ),
+        th.Property(
+            "max_retry_wait_seconds",
+            th.IntegerType,
+            default=300,
+            description="Longest wait before a retry, however long Retry-After asks for.",
+        ),
     ).to_dict()
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Validate the auth combination before anything else can send a request."""
+        super().__init__(*args, **kwargs)
+        self._ended: list[StreamAccessError] = []
+        self._cloud_key: str | None = None
+        if kwargs.get("validate_config", True):
+            self._plan: AuthPlan | None = resolve_auth(self.config)
+        else:
+            self._plan = None
+
+    # Shared per-tap objects (never module or class singletons: tests build many taps).
+
+    @property
+    def auth_plan(self) -> AuthPlan:
+        """The auth mode and base URL resolved from the settings."""
+        if self._plan is None:
+            self._plan = resolve_auth(self.config)
+        return self._plan
+
+    @functools.cached_property
+    def secrets(self) -> Secrets:
+        """Every secret this tap knows, to scrub from any text it logs."""
+        secrets = Secrets()
+        for key in ("client_secret", "refresh_token", "api_token"):
+            secrets.add(self.config.get(key))
+        return secrets
+
+    @functools.cached_property
+    def api_authenticator(self) -> Auth:
+        """One authenticator for every stream: OAuth bearer or Basic email + API token."""
+        plan, cfg = self.auth_plan, self.config
+        if plan.uses_oauth:
+            store = FileTokenStore(store_path_for(cfg.get("token_store_path"), cfg["cloud_id"]))
+            return AtlassianOAuthAuthenticator(
+                auth_endpoint=f"{str(cfg['auth_url']).rstrip('/')}/oauth/token",
+                client_id=cfg["client_id"],
+                client_secret=cfg["client_secret"],
+                refresh_token=cfg["refresh_token"],
+                store=store,
+                secrets=self.secrets,
+                cloud_id=cfg["cloud_id"],
+            )
+        return BasicAuthenticator(username=cfg["email"], password=cfg["api_token"])
+
+    @functools.cached_property
+    def license_authenticator(self) -> Auth | None:
+        """Basic auth for the site's licence endpoints, when email and api_token are set."""
+        if self.auth_plan.license_site_url and self.config.get("api_token"):
+            return BasicAuthenticator(
+                username=self.config["email"], password=self.config["api_token"]
+            )
+        return None
+
+    @property
+    def cloud_key(self) -> str:
+        """The cloudId put on every record and at the head of every key."""
+        if self._cloud_key is None:
+            self._cloud_key = self.config.get("cloud_id") or self._discover_cloud_id()
+        return self._cloud_key
+
+    def _discover_cloud_id(self) -> str:
+        site = self.auth_plan.license_site_url or ""
+        try:
+            response = requests.get(f"{site}/_edge/tenant_info", timeout=30)
+            cloud = response.json().get("cloudId") if response.ok else None
+        except (requests.RequestException, ValueError):
+            cloud = None
+        if not isinstance(cloud, str) or not cloud:
+            host = urlsplit(site).hostname
+            msg = (
+                f"Could not read the cloud ID of {host} from /_edge/tenant_info; set cloud_id "
+                "(every record carries it so several sites can share a table)."
+            )
+            raise TapUserError(msg)
+        return cloud
+
     def discover_streams(self) -> list[Stream]:
-        """Return the streams this tap offers."""
-        return []
+        """Return the streams this tap offers (the catalog does not depend on the config)."""
+        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+
+    # Sync.
+
+    def note_stream_ended(self, stream_name: str, exc: StreamAccessError) -> None:
+        """Record that a stream ended early for want of a scope or permission."""
+        if exc.scope_missing:
+            self.logger.warning("%s", exc)
+        else:
+            self.logger.error("%s", exc)
+            self._ended.append(exc)
+
+    def missing_scopes(self, stream: ConfluenceStream) -> bool:
+        """Tell whether the OAuth grant lacks every scope alternative the stream needs."""
+        auth = self.api_authenticator
+        if not stream.required_scopes or not isinstance(auth, AtlassianOAuthAuthenticator):
+            return False
+        granted = auth.granted_scopes()
+        if granted is None:
+            return False
+        return not any(option <= granted for option in stream.required_scopes)
+
+    def after_stream(self, stream: Stream) -> None:
+        """After the last top-level stream, fail the run if a stream ended for want of access."""
+        top_level = [
+            s
+            for s in self.streams.values()
+            if (s.selected or s.has_selected_descendents) and not s.parent_stream_type
+        ]
+        if self._ended and top_level and stream is top_level[-1]:
+            names = " ".join(str(e) for e in self._ended)
+            msg = f"{len(self._ended)} stream(s) ended early. {names}"
+            raise TapUserError(msg)
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
+        """Run the tap; a user-facing error ends it with its one sentence and exit code 1."""
+        try:
+            super().invoke(*args, **kwargs)
+        except TapUserError as exc:
+            cls.logger.error("%s", exc)  # noqa: TRY400
+            raise click.exceptions.Exit(1) from None
+
+    @property
+    def mode(self) -> AuthMode:
+        """The resolved auth mode."""
+        return self.auth_plan.mode

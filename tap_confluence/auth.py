@@ -1,0 +1,292 @@
+"""Authenticators: one OAuth authenticator per tap, its rotating refresh token kept in a store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import typing as t
+
+import requests
+import urllib3
+from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
+
+from tap_confluence.errors import Secrets, TapUserError
+from tap_confluence.token_store import TokenRecord, TokenStore, seed_fingerprint
+
+__all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
+
+#: Atlassian ends a refresh-token family 365 days after consent; warn a month before.
+_FAMILY_LIFETIME = dt.timedelta(days=365)
+_FAMILY_WARN_AFTER = dt.timedelta(days=335)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(iso: str, *, default: float) -> float:
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return default
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """Tell whether the token request surely never reached the server (safe to resend)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason: object = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+class AtlassianOAuthAuthenticator(OAuthAuthenticator):
+    """OAuth 2.0 (3LO) with Atlassian's rotating refresh tokens, persisted before use.
+
+    Built once per Tap with explicit keyword arguments and handed to every stream, so all
+    streams share one access token and no refresh token is ever spent twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth_endpoint: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        store: TokenStore,
+        secrets: Secrets,
+        cloud_id: str,
+        refresh_margin: float = 300.0,
+        timeout: float = 60.0,
+    ) -> None:
+        """Keep the configured seed token; the store decides which token is live."""
+        super().__init__(
+            auth_endpoint=auth_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+            default_expiration=3600,
+        )
+        self.logger = logging.getLogger("tap-confluence.auth")
+        self._seed = refresh_token
+        self._store = store
+        self._secrets = secrets
+        self._cloud_id = cloud_id
+        self._refresh_margin = refresh_margin
+        self._timeout = timeout
+        self._expires_at: float | None = None
+        self._scopes: frozenset[str] | None = None
+        self._rejected: set[str] = set()
+        self._consecutive_rejections = 0
+        self._lock = threading.RLock()
+        # A private session without urllib3 POST retries: a blind resend could spend a
+        # token twice.
+        self._token_session = requests.Session()
+        self.refreshes = 0
+
+    @property
+    def oauth_request_body(self) -> dict[str, t.Any]:
+        """Body of a refresh request for the seed token (the live token comes from the store)."""
+        return {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "refresh_token": self._seed,
+        }
+
+    def is_token_valid(self) -> bool:
+        """Tell whether the access token has more than the refresh margin left."""
+        if self.access_token is None or self._expires_at is None:
+            return False
+        return time.time() < self._expires_at - self._margin(float(self.expires_in or 3600))
+
+    def _margin(self, ttl: float) -> float:
+        # Refresh ahead of expiry, but never waste more than a tenth of a short-lived token.
+        return min(self._refresh_margin, max(ttl, 0.0) / 10.0)
+
+    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Attach a bearer token, refreshing first if it is missing or near expiry."""
+        with self._lock:
+            if not self.is_token_valid():
+                self.update_access_token()
+            token = self.access_token
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+    def granted_scopes(self) -> frozenset[str] | None:
+        """Scopes the token response granted (None when the server did not say)."""
+        with self._lock:
+            if not self.is_token_valid():
+                self.update_access_token()
+            return self._scopes
+
+    def note_rejected(self, token: str | None) -> bool:
+        """Record a 401 for ``token``; True when one refresh-and-retry is still worthwhile."""
+        with self._lock:
+            self._consecutive_rejections += 1
+            if token:
+                self._rejected.add(token)
+            if token == self.access_token:
+                self._expires_at = None
+            return self._consecutive_rejections <= 1
+
+    def note_success(self) -> None:
+        """Reset the 401 count after a request went through."""
+        self._consecutive_rejections = 0
+
+    def update_access_token(self) -> None:
+        """Adopt a fresh access token from the store, or refresh and save before using it."""
+        with self._lock, self._store.session() as session:
+            record = session.load()
+            fingerprint = seed_fingerprint(self._seed)
+            if record is not None and record.seed_fingerprint != fingerprint:
+                self.logger.info(
+                    "The configured refresh_token is new to the token store %s; "
+                    "starting from it instead of the stored one.",
+                    self._store.location,
+                )
+                record = None
+            if record is not None and self._adopt_stored(record):
+                return
+            self._store.check_writable()
+            live = record.refresh_token if record else self._seed
+            family_started = record.family_started_at if record else _now_iso()
+            self._secrets.add(live)
+            issued_at = time.time()
+            body = self._post_refresh(live, from_store=record is not None)
+            new_refresh = body.get("refresh_token") or live
+            access = str(body["access_token"])
+            self._secrets.add(new_refresh)
+            self._secrets.add(access)
+            expires_in = int(body.get("expires_in") or self._default_expiration or 3600)
+            scope = body.get("scope")
+            scopes = (
+                sorted(str(scope).split())
+                if isinstance(scope, str)
+                else (record.scopes if record else [])
+            )
+            saved = TokenRecord(
+                refresh_token=new_refresh,
+                seed_fingerprint=fingerprint,
+                scopes=scopes,
+                rotated_at=_now_iso(),
+                family_started_at=family_started,
+                access_token=access,
+                access_token_expires_at=issued_at + expires_in,
+            )
+            # Save before the new access token is used: the old refresh token is dead now.
+            session.save(saved)
+            self.refreshes += 1
+            self.logger.info(
+                "Refreshed the OAuth access token for cloud %s; the rotated refresh token is "
+                "saved in %s.",
+                self._cloud_id,
+                self._store.location,
+            )
+            self._use(saved, expires_in, scope_known=isinstance(scope, str) or record is not None)
+            self._warn_family_age(family_started)
+
+    def _adopt_stored(self, record: TokenRecord) -> bool:
+        """Use the stored access token when another run left one with time to spare."""
+        access, expires_at = record.access_token, record.access_token_expires_at
+        self._secrets.add(record.refresh_token)
+        if not access or not expires_at or access in self._rejected:
+            return False
+        self._secrets.add(access)
+        ttl = expires_at - _epoch(record.rotated_at, default=expires_at - 3600)
+        if time.time() >= expires_at - self._margin(ttl):
+            return False
+        self._use(record, ttl, scope_known=True)
+        return True
+
+    def _use(self, record: TokenRecord, ttl: float, *, scope_known: bool) -> None:
+        self.access_token = record.access_token
+        self._expires_at = record.access_token_expires_at
+        self.expires_in = round(ttl)
+        self.last_refreshed = dt.datetime.now(dt.UTC)
+        self._scopes = frozenset(record.scopes) if scope_known else None
+
+    def _warn_family_age(self, family_started_at: str) -> None:
+        try:
+            started = dt.datetime.fromisoformat(family_started_at)
+        except ValueError:
+            return
+        if dt.datetime.now(dt.UTC) - started > _FAMILY_WARN_AFTER:
+            self.logger.warning(
+                "The OAuth refresh-token family in use here started on %s and Atlassian ends it "
+                "365 days after consent (%s); run the consent flow again and set refresh_token.",
+                started.date().isoformat(),
+                (started + _FAMILY_LIFETIME).date().isoformat(),
+            )
+
+    def _post_refresh(self, refresh_token: str, *, from_store: bool) -> dict[str, t.Any]:
+        body = {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "refresh_token": refresh_token,
+        }
+        try:
+            response = self._token_session.post(
+                self.auth_endpoint,
+                json=body,
+                headers={"Accept": "application/json"},
+                timeout=self._timeout,
+            )
+        except requests.exceptions.ConnectionError as exc:
+            if _never_sent(exc):
+                raise  # the stream's backoff retries this; nothing was spent
+            raise TapUserError(self._lost_answer_sentence()) from None
+        except requests.exceptions.RequestException:
+            raise TapUserError(self._lost_answer_sentence()) from None
+        if response.status_code == 429 or response.status_code >= 500:
+            msg = f"The token endpoint answered {response.status_code}; retrying."
+            raise RetriableAPIError(msg, response)
+        if response.status_code >= 400:
+            raise TapUserError(self._refusal_sentence(response, from_store=from_store))
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+            msg = (
+                "The token endpoint answered without an access_token; check auth_url points "
+                "at https://auth.atlassian.com."
+            )
+            raise TapUserError(msg)
+        return data
+
+    def _lost_answer_sentence(self) -> str:
+        return (
+            "The token endpoint did not answer after the refresh token was sent; rerun within "
+            "10 minutes, while Atlassian still accepts the stored token, and check auth_url."
+        )
+
+    def _refusal_sentence(self, response: requests.Response, *, from_store: bool) -> str:
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        error = str(data.get("error", "")) if isinstance(data, dict) else ""
+        detail = str(data.get("error_description", "")) if isinstance(data, dict) else ""
+        detail = self._secrets.redact(detail)[:200]
+        if response.status_code == 401 or error == "access_denied":
+            return (
+                f"The authorization server rejected client_id and client_secret "
+                f"({response.status_code} {error or 'Unauthorized'}); copy both again from the "
+                "app's settings in the Atlassian developer console."
+            )
+        origin = (
+            f"the token kept in {self._store.location}"
+            if from_store
+            else "the configured refresh_token"
+        )
+        return (
+            f"Atlassian refused {origin} ({response.status_code} {error}: {detail}); it has "
+            "expired, been revoked or was already used, so run the OAuth consent flow again "
+            "and set the new refresh_token."
+        )

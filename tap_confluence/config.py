@@ -1,0 +1,166 @@
+"""Settings validation: which auth mode a config asks for, and one sentence when it is wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from singer_sdk.exceptions import ConfigValidationError
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+class AuthMode(enum.Enum):
+    """How the tap authenticates against Confluence."""
+
+    # Mode names, not passwords.
+    OAUTH = "oauth"
+    SCOPED_TOKEN = "scoped_token"  # noqa: S105
+    CLASSIC_TOKEN = "classic_token"  # noqa: S105
+    OAUTH_PLUS_TOKEN = "oauth_plus_token"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class AuthPlan:
+    """The resolved auth mode and where requests go."""
+
+    mode: AuthMode
+    #: Base of every Confluence REST call (gateway or site), without a trailing slash.
+    base_url: str
+    #: Site root for the licence endpoints when Basic credentials for the site are set.
+    license_site_url: str | None
+
+    @property
+    def uses_oauth(self) -> bool:
+        """True when API calls carry an OAuth bearer token."""
+        return self.mode in {AuthMode.OAUTH, AuthMode.OAUTH_PLUS_TOKEN}
+
+
+def _has(config: t.Mapping[str, t.Any], key: str) -> bool:
+    value = config.get(key)
+    return isinstance(value, str) and value.strip() != ""
+
+
+def fail(sentence: str) -> t.NoReturn:
+    """Raise the SDK's config error with one sentence (the CLI prints it without a traceback)."""
+    raise ConfigValidationError(sentence, errors=[sentence])
+
+
+def _check_url(config: t.Mapping[str, t.Any], key: str) -> str | None:
+    if not _has(config, key):
+        return None
+    raw = str(config[key]).strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        fail(f"{key} '{raw}' is not a URL; give it like https://acme.atlassian.net.")
+    if parts.query or parts.fragment:
+        fail(f"{key} '{raw}' must not carry a query or fragment; give only scheme, host and path.")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        fail(
+            f"{key} '{raw}' uses plain http, which is refused except for loopback hosts; use https."
+        )
+    return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_start_date(config: t.Mapping[str, t.Any]) -> None:
+    if not _has(config, "start_date"):
+        return
+    raw = str(config["start_date"]).strip()
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        fail(
+            f"start_date '{raw}' is not an ISO 8601 date-time; write it like 2025-01-31T00:00:00Z."
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    if value > dt.datetime.now(dt.UTC):
+        fail(f"start_date {raw} is in the future; set a past date or leave it empty.")
+
+
+def _check_lookback(config: t.Mapping[str, t.Any]) -> None:
+    value = config.get("audit_lookback_minutes")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        fail(f"audit_lookback_minutes must be a whole number of minutes, 0 or more, not {value!r}.")
+
+
+def _oauth_missing(config: t.Mapping[str, t.Any]) -> list[str]:
+    return [k for k in ("client_id", "client_secret", "refresh_token") if not _has(config, k)]
+
+
+def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
+    """Check the settings and return the auth plan, or raise one clear sentence.
+
+    Makes no request: everything here is decided from the config alone.
+    """
+    api_url = _check_url(config, "api_url") or "https://api.atlassian.com"
+    _check_url(config, "auth_url")
+    site_url = _check_url(config, "site_url")
+    _check_start_date(config)
+    _check_lookback(config)
+
+    oauth_given = [k for k in ("client_id", "client_secret", "refresh_token") if _has(config, k)]
+    token_given = [k for k in ("email", "api_token") if _has(config, k)]
+    has_cloud = _has(config, "cloud_id")
+
+    if oauth_given and len(oauth_given) < 3:
+        missing = " and ".join(_oauth_missing(config))
+        have = " and ".join(oauth_given)
+        fail(
+            f"OAuth needs {missing} as well as {have}; "
+            "or set email and api_token for API-token auth."
+        )
+    if len(token_given) == 1:
+        missing = "api_token" if token_given == ["email"] else "email"
+        fail(f"API-token auth needs {missing} as well as {token_given[0]}.")
+
+    cloud_id = str(config.get("cloud_id", "")).strip()
+    if cloud_id and ("/" in cloud_id or "?" in cloud_id or " " in cloud_id):
+        fail(f"cloud_id '{cloud_id}' is not a cloud ID; copy it from SITE/_edge/tenant_info.")
+    gateway = f"{api_url}/ex/confluence/{cloud_id}"
+
+    if oauth_given:
+        if not has_cloud:
+            fail(
+                "OAuth needs cloud_id (copy it from https://SITE.atlassian.net/_edge/tenant_info), "
+                "because OAuth calls go through the Atlassian gateway."
+            )
+        if token_given:
+            if not site_url:
+                fail(
+                    "email and api_token beside OAuth are used only for licence counts, "
+                    "which are read at the site, so set site_url as well or remove them."
+                )
+            return AuthPlan(AuthMode.OAUTH_PLUS_TOKEN, gateway, site_url)
+        return AuthPlan(AuthMode.OAUTH, gateway, None)
+
+    if token_given:
+        if has_cloud:
+            # A scoped token works only through the gateway; the site may still take it
+            # for licence counts if it is in fact a classic token, so try when asked.
+            return AuthPlan(AuthMode.SCOPED_TOKEN, gateway, site_url)
+        if site_url:
+            return AuthPlan(AuthMode.CLASSIC_TOKEN, site_url, site_url)
+        fail(
+            "API-token auth needs cloud_id (scoped token, through the gateway) "
+            "or site_url (classic token, at the site) as well as email and api_token."
+        )
+
+    fail(
+        "No credentials are set: give cloud_id, client_id, client_secret and refresh_token "
+        "for OAuth, or email and api_token with cloud_id (scoped token) or site_url "
+        "(classic token)."
+    )

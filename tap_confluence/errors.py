@@ -1,0 +1,44 @@
+"""Errors the tap raises, each carrying one sentence meant for the person running it."""
+
+from __future__ import annotations
+
+from singer_sdk.exceptions import FatalAPIError, FatalSyncError
+
+
+class TapUserError(FatalSyncError):
+    """Stops the run; the message says what is wrong and what to do, with no secret in it."""
+
+
+class StreamAccessError(FatalAPIError):
+    """Ends one stream (missing scope or permission); the other streams carry on.
+
+    A missing scope is the user's choice of grant (a warning); a missing permission on a
+    granted scope is a misconfiguration that fails the run once the other streams are done.
+    """
+
+    def __init__(self, message: str, *, scope_missing: bool = False) -> None:
+        """Keep the sentence and whether the cause is a scope that was not granted."""
+        super().__init__(message)
+        self.scope_missing = scope_missing
+
+
+class Secrets:
+    """Every secret value this process knows, so text can be scrubbed before it is logged."""
+
+    _MIN_LEN = 6
+
+    def __init__(self) -> None:
+        """Start with no secrets."""
+        self._values: set[str] = set()
+
+    def add(self, value: str | None) -> None:
+        """Remember a secret (short values are ignored: they would mangle ordinary text)."""
+        if value and len(value) >= self._MIN_LEN:
+            self._values.add(value)
+
+    def redact(self, text: str) -> str:
+        """Replace every known secret in ``text`` with ``***``."""
+        for value in sorted(self._values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, "***")
+        return text
