@@ -102,7 +102,7 @@ class ConfluenceStream(RESTStream[t.Any]):
     @property
     def url_base(self) -> str:
         """Gateway ``{api_url}/ex/confluence/{cloud_id}`` or the site URL, per auth mode."""
-        return self.confluence_tap.auth_plan.base_url
+        return self.confluence_tap.connection_plan.base_url
 
     @property
     def authenticator(self) -> Auth:

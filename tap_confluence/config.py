@@ -33,6 +33,9 @@ class AuthPlan:
     base_url: str
     #: Site root for the licence endpoints when Basic credentials for the site are set.
     license_site_url: str | None
+    #: An API token given with both cloud_id and site_url may be classic or scoped; the tap
+    #: asks the site once (a classic token works there, a scoped one only at the gateway).
+    probe_site: bool = False
 
     @property
     def uses_oauth(self) -> bool:
@@ -149,9 +152,9 @@ def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
 
     if token_given:
         if has_cloud:
-            # A scoped token works only through the gateway; the site may still take it
-            # for licence counts if it is in fact a classic token, so try when asked.
-            return AuthPlan(AuthMode.SCOPED_TOKEN, gateway, site_url)
+            # A scoped token works only through the gateway; with site_url as well it may be
+            # a classic one, which the site accepts (and then also gives licence counts).
+            return AuthPlan(AuthMode.SCOPED_TOKEN, gateway, site_url, probe_site=bool(site_url))
         if site_url:
             return AuthPlan(AuthMode.CLASSIC_TOKEN, site_url, site_url)
         fail(

@@ -54,7 +54,7 @@ class LicenseSubscriptionsStream(ConfluenceStream):
 
     def _licence_counts(self) -> dict[str, int | None] | None:
         auth = self.confluence_tap.license_authenticator
-        site = self.confluence_tap.auth_plan.license_site_url
+        site = self.confluence_tap.connection_plan.license_site_url
         if auth is None or not site:
             return None
         try:

@@ -132,6 +132,33 @@ class TapConfluence(Tap):
         return self._plan
 
     @functools.cached_property
+    def connection_plan(self) -> AuthPlan:
+        """The plan requests use; a token given with cloud_id and site_url is tried at the site."""
+        plan = self.auth_plan
+        if not plan.probe_site or not plan.license_site_url:
+            return plan
+        url = f"{plan.license_site_url}/wiki/rest/api/user/current"
+        auth = BasicAuthenticator(username=self.config["email"], password=self.config["api_token"])
+        try:
+            prepared = requests.Request("GET", url, headers={"Accept": "application/json"})
+            response = requests.Session().send(auth(prepared.prepare()), timeout=60)
+        except requests.RequestException as exc:
+            msg = (
+                f"Could not reach site_url {plan.license_site_url} ({type(exc).__name__}); "
+                "check it, or leave it out to use a scoped token through the gateway only."
+            )
+            raise TapUserError(msg) from None
+        if response.ok:
+            self.logger.info("The API token works at the site: using it as a classic token.")
+            return AuthPlan(AuthMode.CLASSIC_TOKEN, plan.license_site_url, plan.license_site_url)
+        self.logger.info(
+            "The site does not take the API token (%s), so it is a scoped token: using the "
+            "gateway, and licence seat counts are not available.",
+            response.status_code,
+        )
+        return AuthPlan(AuthMode.SCOPED_TOKEN, plan.base_url, None)
+
+    @functools.cached_property
     def secrets(self) -> Secrets:
         """Every secret this tap knows, to scrub from any text it logs."""
         secrets = Secrets()
@@ -159,7 +186,7 @@ class TapConfluence(Tap):
     @functools.cached_property
     def license_authenticator(self) -> Auth | None:
         """Basic auth for the site's licence endpoints, when email and api_token are set."""
-        if self.auth_plan.license_site_url and self.config.get("api_token"):
+        if self.connection_plan.license_site_url and self.config.get("api_token"):
             return BasicAuthenticator(
                 username=self.config["email"], password=self.config["api_token"]
             )
@@ -173,7 +200,7 @@ class TapConfluence(Tap):
         return self._cloud_key
 
     def _discover_cloud_id(self) -> str:
-        site = self.auth_plan.license_site_url or ""
+        site = self.connection_plan.license_site_url or ""
         try:
             response = requests.get(f"{site}/_edge/tenant_info", timeout=30)
             cloud = response.json().get("cloudId") if response.ok else None
