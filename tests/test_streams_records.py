@@ -44,18 +44,18 @@ def _keys_lead_with_cloud_id(run) -> None:
             assert message["key_properties"][0] == "cloudId", message["stream"]
 
 
-@pytest.mark.parametrize(
-    ("mode", "seat_source", "groups_extracted"),
-    [
-        ("oauth", "user_search", False),
-        ("scoped_token", "user_search", False),
-        ("classic_token", "license_api", True),
-        ("oauth_plus_token", "license_api", False),
-    ],
-)
-def test_full_sync_works_in_every_auth_mode(
-    sim, info, tmp_path, mode, seat_source, groups_extracted
-):
+EXPECTED_BY_MODE = {
+    # mode: (where licensedUsers comes from, whether groups are extracted)
+    "oauth": ("user_search", False),
+    "scoped_token": ("user_search", False),
+    "classic_token": ("license_api", True),
+    "oauth_plus_token": ("license_api", False),
+}
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED_BY_MODE))
+def test_full_sync_works_in_every_auth_mode(sim, info, tmp_path, mode):
+    seat_source, groups_extracted = EXPECTED_BY_MODE[mode]
     run = run_tap(tmp_path, sim.tap_config(mode, token_store_path=str(tmp_path / "store.json")))
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(run.records("users")) == info["users"] + info["guests"]
