@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tests.simulator.data import iso_ms
+from tests.simulator.search import content_search
 from tests.simulator.web import (
     HTTPError,
     Request,
     Response,
     confluence_error,
     dumps,
+    forward_params,
     json_response,
+    links,
     rel_link,
 )
 
@@ -44,18 +47,6 @@ class Route:
 
 def _scopes(*alternatives: str) -> tuple[frozenset[str], ...]:
     return tuple(frozenset(a.split()) for a in alternatives)
-
-
-def links(sim: Simulator, req: Request, **extra: str) -> dict[str, str]:
-    """Return `_links` as the real API writes them: base is always the site's /wiki."""
-    base = sim.site_url + "/wiki"
-    query = "&".join(f"{k}={v}" for k, vs in req.query.items() for v in vs)
-    self_link = base + req.path.removeprefix("/wiki") + (f"?{query}" if query else "")
-    return {"base": base, "context": "/wiki", "self": self_link, **extra}
-
-
-def _forward_params(req: Request, *drop: str) -> list[tuple[str, str]]:
-    return [(k, v) for k, vs in req.query.items() if k not in drop for v in vs]
 
 
 # ---- settings ---------------------------------------------------------------------------
@@ -133,7 +124,7 @@ def search_user(sim: Simulator, req: Request) -> Response:
         )
     extra = {}
     if limit and start + len(page) < len(indexes):
-        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
         extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
     body = {
         "results": results,
@@ -144,7 +135,7 @@ def search_user(sim: Simulator, req: Request) -> Response:
         "totalSize": len(results),
         "cqlQuery": cql,
         "searchDuration": 17 + len(results) % 13,
-        "_links": links(sim, req, **extra),
+        "_links": links(sim.site_url, req, **extra),
     }
     return json_response(200, body)
 
@@ -177,7 +168,7 @@ def user_bulk(sim: Simulator, req: Request) -> Response:
         "start": 0,
         "limit": limit,
         "size": len(results),
-        "_links": links(sim, req),
+        "_links": links(sim.site_url, req),
     }
     return json_response(200, body)
 
@@ -198,7 +189,7 @@ def groups(sim: Simulator, req: Request) -> Response:
     page = range(start, min(len(all_groups), start + limit))
     extra = {}
     if limit and page.stop < len(all_groups):
-        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
         extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
     results = [sim.data.group_json(k) for k in page]
     body = {
@@ -206,7 +197,7 @@ def groups(sim: Simulator, req: Request) -> Response:
         "start": start,
         "limit": limit,
         "size": len(results),
-        "_links": links(sim, req, **extra),
+        "_links": links(sim.site_url, req, **extra),
     }
     return json_response(200, body)
 
@@ -226,7 +217,7 @@ def group_members(sim: Simulator, req: Request) -> Response:
     page = members[start : start + limit]
     extra = {}
     if limit and start + len(page) < len(members):
-        params = [*_forward_params(req, "start", "limit"), ("limit", str(limit))]
+        params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
         extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
     results = [sim.data.user_core(i) for i in page]
     body: dict[str, Any] = {
@@ -234,7 +225,7 @@ def group_members(sim: Simulator, req: Request) -> Response:
         "start": start,
         "limit": limit,
         "size": len(results),
-        "_links": links(sim, req, **extra),
+        "_links": links(sim.site_url, req, **extra),
     }
     if req.arg("shouldReturnTotalSize") == "true":
         body["totalSize"] = len(members)
@@ -300,7 +291,7 @@ def audit(sim: Simulator, req: Request) -> Response:
         cached = (("[" + ",".join(page) + "]").encode(), len(page))
         sim.page_cache.put(key, cached)
     results, size = cached
-    tail = {"start": start, "limit": limit, "size": size, "_links": links(sim, req)}
+    tail = {"start": start, "limit": limit, "size": size, "_links": links(sim.site_url, req)}
     body = b'{"results":' + results + b"," + dumps(tail)[1:]
     return Response(200, body)
 
@@ -380,6 +371,12 @@ ROUTES: list[Route] = [
         audit_retention,
         _scopes("read:audit-log:confluence"),
         admin=True,
+    ),
+    Route(
+        "search",
+        re.compile(r"^/wiki/rest/api/search$"),
+        content_search,
+        _scopes("search:confluence", "read:content-details:confluence"),
     ),
     Route(
         "licence",

@@ -149,6 +149,7 @@ class Dataset:
         guest = self.is_guest(i)
         status = self.account_status(i)
         app = not guest and i % 97 == 3
+        email: str | None
         if i == 0:
             first, last, email = "Site", "Admin", "admin@example.com"
         else:
@@ -432,7 +433,7 @@ class Dataset:
 
     # ---- content -------------------------------------------------------------------------
     def _build_content(self) -> None:
-        items = []
+        items: list[dict[str, Any]] = []
         span = max(1, self.opts.audit_end - self.opts.audit_start)
         for i in range(self.opts.content):
             h = self.h(10, i)

@@ -54,7 +54,9 @@ class Simulator:
         self.creds = creds or Credentials()
         self.data_opts = data_opts
         self.data: Dataset | Any = None
-        self.tokens = TokenStore(self.creds, token_ttl=token_ttl, reuse_leeway=reuse_leeway)
+        self.tokens: TokenStore = TokenStore(
+            self.creds, token_ttl=token_ttl, reuse_leeway=reuse_leeway
+        )
         self.faults = FaultInjector(data_opts.seed, faults)
         self.page_cache = confluence.PageCache()
         self.verbose = verbose

@@ -115,3 +115,16 @@ def gateway_error(status: int, message: str) -> Response:
 def rel_link(path: str, params: list[tuple[str, str]]) -> str:
     """Return a v1 `_links.next`-style link relative to `_links.base` (the /wiki context)."""
     return path.removeprefix("/wiki") + "?" + urlencode(params)
+
+
+def links(site_url: str, req: Request, **extra: str) -> dict[str, str]:
+    """Return `_links` as the real API writes them: base is always the site's /wiki."""
+    base = site_url + "/wiki"
+    query = urlencode([(k, v) for k, vs in req.query.items() for v in vs])
+    self_link = base + req.path.removeprefix("/wiki") + (f"?{query}" if query else "")
+    return {"base": base, "context": "/wiki", "self": self_link, **extra}
+
+
+def forward_params(req: Request, *drop: str) -> list[tuple[str, str]]:
+    """Return the request's query parameters minus `drop`, for building next links."""
+    return [(k, v) for k, vs in req.query.items() if k not in drop for v in vs]
