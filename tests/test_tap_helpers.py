@@ -95,13 +95,19 @@ def _env() -> dict[str, str]:
 
 
 def run_tap_until_states(
-    tmp_path: Path, config: dict[str, Any], *, states: int, timeout: float = 120
+    tmp_path: Path,
+    config: dict[str, Any],
+    *,
+    states: int,
+    extra: tuple[str, ...] = (),
+    timeout: float = 120,
 ) -> TapRun:
     """Start the CLI, SIGKILL it once it has printed ``states`` STATE lines; return what it printed.
 
     SIGKILL, not SIGTERM: a crash gets no chance to flush anything, which is the hard case.
     """
-    args = tap_command(write_json(tmp_path / f"config-kill-{time.monotonic_ns()}.json", config))
+    config_path = write_json(tmp_path / f"config-kill-{time.monotonic_ns()}.json", config)
+    args = tap_command(config_path, *extra)
     proc = subprocess.Popen(
         args,
         cwd=REPO_ROOT,
