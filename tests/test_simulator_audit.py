@@ -119,3 +119,13 @@ def test_late_records_land_behind_the_newest_end(simulator: SimulatorProcess):
     records = read_all(simulator)
     dates = [r["creationDate"] for r in records]
     assert dates == sorted(dates, reverse=True)
+
+
+def test_search_string_keeps_records_with_a_matching_value(simulator: SimulatorProcess):
+    records = read_all(simulator)
+    expected = [r for r in records if "space exported" in r["summary"].lower()]
+    got = read_all(simulator, searchString="Space EXPORTED")
+    assert expected
+    assert got == expected
+    # Keys are not values: every record has a "summary" key, few have that word in a value.
+    assert len(read_all(simulator, searchString="summary")) < len(records)

@@ -261,3 +261,21 @@ def test_every_issued_token_is_listed_for_leak_scans(simulator: SimulatorProcess
     for token in [*access, *refresh_tokens]:
         assert token.startswith("fake-")
         assert token.count(".") < 2  # never JWT-shaped
+
+
+def test_refresh_token_unused_for_90_days_expires(simulator: SimulatorProcess):
+    simulator.control("clock", {"advance_s": 91 * 86_400})
+    status, body = refresh(simulator)
+    assert status == 403
+    assert body["error"] == "invalid_grant"
+
+
+def test_a_family_expires_after_365_days_however_often_it_is_used(simulator: SimulatorProcess):
+    token = simulator.creds.seed_refresh_token
+    for _ in range(4):  # day 80, 160, 240, 320: each refresh resets the inactivity clock
+        simulator.control("clock", {"advance_s": 80 * 86_400})
+        status, body = refresh(simulator, token)
+        assert status == 200
+        token = body["refresh_token"]
+    simulator.control("clock", {"advance_s": 50 * 86_400})  # day 370
+    assert refresh(simulator, token)[0] == 403

@@ -21,6 +21,9 @@ SEED_SCOPES = [
     "search:confluence",
     "offline_access",
 ]
+# Atlassian: a refresh token dies after 90 days unused, and a family after 365 days however used.
+INACTIVITY_EXPIRY = 90 * 86_400
+ABSOLUTE_EXPIRY = 365 * 86_400
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Family:
     scopes: list[str]
     admin: bool
     user_index: int
+    created_at: float = 0.0
     revoked: bool = False
 
 
@@ -101,6 +105,10 @@ class TokenStore:
     refreshes: int = 0
     refresh_failures: int = 0
     revoked_families: int = 0
+    #: What the next visits to /authorize do: "accept" or "deny" (set via /_sim/consent).
+    consent: str = "accept"
+    #: Whether a consent is given by the site admin or by an ordinary licensed user.
+    consent_admin: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -112,7 +120,7 @@ class TokenStore:
         return time.time() + self.clock_offset
 
     def _new_family(self, scopes: list[str], *, admin: bool, user_index: int) -> Family:
-        fam = Family(f"fam-{len(self.families) + 1}", list(scopes), admin, user_index)
+        fam = Family(f"fam-{len(self.families) + 1}", list(scopes), admin, user_index, self.now())
         self.families[fam.id] = fam
         return fam
 
@@ -174,6 +182,9 @@ class TokenStore:
             self.refresh_failures += 1
             return 403, invalid
         now = self.now()
+        if now - rt.issued_at > INACTIVITY_EXPIRY or now - fam.created_at > ABSOLUTE_EXPIRY:
+            self.refresh_failures += 1
+            return 403, invalid
         if rt.rotated_at is not None and now - rt.rotated_at >= self.reuse_leeway:
             # Reuse of a rotated-out token is treated as theft: the whole family dies.
             fam.revoked = True
@@ -206,7 +217,8 @@ class TokenStore:
         if body.get("redirect_uri") != code["redirect_uri"]:
             return 403, {"error": "invalid_grant", "error_description": "redirect_uri mismatch"}
         code["used"] = True
-        fam = self._new_family(code["scopes"], admin=code["admin"], user_index=0)
+        user = 0 if code["admin"] else 1
+        fam = self._new_family(code["scopes"], admin=code["admin"], user_index=user)
         return 200, self._issue(fam)
 
     def principal_for_bearer(self, token: str) -> Principal | None:

@@ -284,10 +284,14 @@ def audit(sim: Simulator, req: Request) -> Response:
     end_ms = _epoch_arg(req, "endDate", 2**62)
     start = req.int_arg("start", 0)
     limit = min(req.int_arg("limit", AUDIT_LIMIT), AUDIT_LIMIT)
-    key = (start_ms, end_ms, start, limit, sim.data.extras_version)
+    needle = req.arg("searchString") or ""
+    key = (start_ms, end_ms, start, limit, sim.data.extras_version, hash(needle))
     cached = sim.page_cache.get(key)
     if cached is None:
-        page = sim.data.audit_page(start_ms, end_ms, start, limit)
+        if needle:
+            page = sim.data.audit_search(start_ms, end_ms, needle, start, limit)
+        else:
+            page = sim.data.audit_page(start_ms, end_ms, start, limit)
         cached = (("[" + ",".join(page) + "]").encode(), len(page))
         sim.page_cache.put(key, cached)
     results, size = cached

@@ -67,6 +67,16 @@ def _config(sim: Simulator, body: Body, post: bool) -> Any:
     return {"token_ttl": sim.tokens.token_ttl, "reuse_leeway": sim.tokens.reuse_leeway}
 
 
+def _consent(sim: Simulator, body: Body, post: bool) -> Any:
+    if post:
+        consent = str(body.get("consent", "accept"))
+        if consent not in ("accept", "deny"):
+            raise ValueError("consent must be accept or deny")
+        sim.tokens.consent = consent
+        sim.tokens.consent_admin = bool(body.get("admin", True))
+    return {"consent": sim.tokens.consent, "admin": sim.tokens.consent_admin}
+
+
 def _clock(sim: Simulator, body: Body, post: bool) -> Any:
     sim.tokens.clock_offset += float(body.get("advance_s", 0))
     return {"offset_s": sim.tokens.clock_offset}
@@ -101,6 +111,7 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/tokens": lambda sim, body, post: sim.tokens.listing(),
     "/config": _config,
     "/clock": _clock,
+    "/consent": _consent,
     "/expire-access-tokens": lambda sim, body, post: {"expired": sim.tokens.expire_access_tokens()},
     "/info": info,
 }

@@ -68,6 +68,17 @@ def iso_ms(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+def _strings(obj: Any) -> list[str]:
+    """Return every string value (not key) inside a JSON value."""
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
 def parse_when(value: str | int) -> int:
     """Parse an ISO date/datetime or epoch-ms value into epoch milliseconds."""
     if isinstance(value, int) or str(value).lstrip("-").isdigit():
@@ -424,12 +435,22 @@ class Dataset:
                 rank += 1
         return out
 
-    def audit_count(self, start_ms: int, end_ms: int) -> int:
-        """Count records within [start_ms, end_ms]."""
-        lo, hi = bisect_left(self.dates, start_ms), bisect_right(self.dates, end_ms)
-        with self.lock:
-            extra = sum(1 for e in self.extras if start_ms <= e.creation_date <= end_ms)
-        return hi - lo + extra
+    def audit_search(
+        self, start_ms: int, end_ms: int, needle: str, start: int, limit: int
+    ) -> list[str]:
+        """Like audit_page, keeping only records with a string value containing `needle`."""
+        needle = needle.lower()
+        matched: list[str] = []
+        pos, chunk = 0, 5000
+        while len(matched) < start + limit:
+            page = self.audit_page(start_ms, end_ms, pos, chunk)
+            matched += [
+                r for r in page if any(needle in v.lower() for v in _strings(json.loads(r)))
+            ]
+            if len(page) < chunk:
+                break
+            pos += chunk
+        return matched[start : start + limit]
 
     # ---- content -------------------------------------------------------------------------
     def _build_content(self) -> None:

@@ -20,7 +20,7 @@ def token(sim: Simulator, req: Request) -> Response:
 
 
 def authorize(sim: Simulator, req: Request) -> Response:
-    """GET /authorize: consent is assumed; redirect back with a one-time code and the state."""
+    """GET /authorize: redirect back with a one-time code (or access_denied) and the state."""
     client_id = req.arg("client_id")
     redirect_uri = req.arg("redirect_uri")
     if client_id != sim.creds.client_id or not redirect_uri:
@@ -37,8 +37,13 @@ def authorize(sim: Simulator, req: Request) -> Response:
             {"error": "unsupported_response_type", "error_description": "Use response_type=code"},
         )
     scopes = (req.arg("scope") or "").split()
-    code = sim.tokens.new_code(scopes, redirect_uri)
-    params = {"code": code}
+    params: dict[str, str]
+    if sim.tokens.consent == "deny":
+        # What Atlassian sends when the person clicks "Deny" on the consent screen.
+        params = {"error": "access_denied", "error_description": "User did not authorize the request"}
+    else:
+        admin = sim.tokens.consent_admin
+        params = {"code": sim.tokens.new_code(scopes, redirect_uri, admin=admin)}
     if req.arg("state") is not None:
         params["state"] = req.arg("state") or ""
     sep = "&" if "?" in redirect_uri else "?"
