@@ -40,7 +40,10 @@ def authorize(sim: Simulator, req: Request) -> Response:
     params: dict[str, str]
     if sim.tokens.consent == "deny":
         # What Atlassian sends when the person clicks "Deny" on the consent screen.
-        params = {"error": "access_denied", "error_description": "User did not authorize the request"}
+        params = {
+            "error": "access_denied",
+            "error_description": "User did not authorize the request",
+        }
     else:
         admin = sim.tokens.consent_admin
         params = {"code": sim.tokens.new_code(scopes, redirect_uri, admin=admin)}
