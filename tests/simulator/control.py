@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +54,45 @@ def _grant(sim: Simulator, body: Body, post: bool) -> Any:
     }
 
 
+def _user_index(sim: Simulator, body: Body) -> int | None:
+    """The user named by ``account_id`` in a control body (None when absent)."""
+    if "account_id" not in body:
+        return None
+    index = sim.data.index_of().get(str(body["account_id"]))
+    if index is None:
+        raise ValueError(f"no user has accountId {body['account_id']!r}")
+    return int(index)
+
+
 def _append(sim: Simulator, body: Body, post: bool) -> Any:
     count = int(body.get("count", 1))
     at = int(body["creation_date"]) if "creation_date" in body else None
-    dates = sim.data.add_extra(count, at, late_by_ms=int(body.get("late_by_ms", 0)))
+    dates = sim.data.add_extra(
+        count,
+        at,
+        late_by_ms=int(body.get("late_by_ms", 0)),
+        author=_user_index(sim, body),
+    )
     return {"appended": count, "creationDates": dates}
+
+
+def _edit_content(sim: Simulator, body: Body, post: bool) -> Any:
+    author = _user_index(sim, body)
+    if author is None:
+        raise ValueError("content/edit needs the account_id of the editing user")
+    when = int(body.get("modified", time.time() * 1000))
+    ids = sim.data.edit_content(author, int(body.get("count", 1)), when)
+    return {"ids": ids, "modified": when}
+
+
+def _last_active(sim: Simulator, body: Body, post: bool) -> Any:
+    user = _user_index(sim, body)
+    if user is None:
+        raise ValueError("admin/last-active needs the account_id of the user")
+    date = str(body["date"])
+    datetime.date.fromisoformat(date)  # a 400 for anything that is not YYYY-MM-DD
+    sim.data.last_active_overrides[user] = date
+    return {"account_id": body["account_id"], "last_active": date}
 
 
 def _config(sim: Simulator, body: Body, post: bool) -> Any:
@@ -108,6 +144,8 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/faults": _faults,
     "/grant": _grant,
     "/audit/append": _append,
+    "/content/edit": _edit_content,
+    "/admin/last-active": _last_active,
     "/tokens": lambda sim, body, post: sim.tokens.listing(),
     "/config": _config,
     "/clock": _clock,

@@ -124,6 +124,8 @@ class Dataset:
     dates: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
     extras: list[Extra] = field(default_factory=list)
     extras_version: int = 0
+    #: Last active dates set through the control API (user index -> YYYY-MM-DD).
+    last_active_overrides: dict[int, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -241,6 +243,8 @@ class Dataset:
 
     def last_active_date(self, i: int) -> str | None:
         """Return the Admin API's last active date for user i, or None if never active."""
+        if i in self.last_active_overrides:
+            return self.last_active_overrides[i]
         h = self.h(5, i)
         if self.account_status(i) == "closed" or h % 7 == 0:
             return None
@@ -369,11 +373,12 @@ class Dataset:
         }
         return json.dumps(author, ensure_ascii=False, separators=(",", ":"))
 
-    def audit_json(self, i: int, creation_date: int) -> str:
-        """Return audit record i (fields derived from i) as a JSON object string."""
+    def audit_json(self, i: int, creation_date: int, author: int | None = None) -> str:
+        """Return audit record i (fields derived from i, author too unless given) as JSON."""
         h = self.h(9, i)
-        # Most audit traffic comes from a handful of administrators.
-        author = h % min(20, self.n_total) if h % 10 < 6 else (h >> 8) % self.n_total
+        if author is None:
+            # Most audit traffic comes from a handful of administrators.
+            author = h % min(20, self.n_total) if h % 10 < 6 else (h >> 8) % self.n_total
         frag = self._event_fragments[(h >> 24) % len(self._event_fragments)]
         ip = f"10.{(h >> 32) & 255}.{(h >> 40) & 255}.{(h >> 48) & 255}"
         return (
@@ -390,7 +395,13 @@ class Dataset:
         newest = self.dates[-1] if len(self.dates) else self.opts.audit_start
         return max([newest, *(e.creation_date for e in self.extras)])
 
-    def add_extra(self, count: int, creation_date: int | None, late_by_ms: int = 0) -> list[int]:
+    def add_extra(
+        self,
+        count: int,
+        creation_date: int | None,
+        late_by_ms: int = 0,
+        author: int | None = None,
+    ) -> list[int]:
         """Append records at the newest end (or late_by_ms before it); return their dates."""
         with self.lock:
             out = []
@@ -403,7 +414,7 @@ class Dataset:
                 else:
                     cd = newest + 1
                 seq = len(self.extras)
-                body = self.audit_json(len(self.dates) + seq, cd)
+                body = self.audit_json(len(self.dates) + seq, cd, author)
                 self.extras.append(Extra(cd, seq, body))
                 out.append(cd)
             self.extras_version += 1
@@ -479,3 +490,13 @@ class Dataset:
                 }
             )
         self.content = items
+
+    def edit_content(self, author: int, count: int, when: int) -> list[str]:
+        """Have user ``author`` update the ``count`` least recently modified items at ``when``."""
+        with self.lock:
+            oldest = sorted(self.content, key=lambda it: (it["modified"], it["id"]))[:count]
+            for it in oldest:
+                it["modifier"] = author
+                it["modified"] = when
+                it["version"] += 1
+            return [it["id"] for it in oldest]
