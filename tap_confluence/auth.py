@@ -57,7 +57,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         auth_endpoint: str,
         client_id: str,
         client_secret: str,
-        refresh_token: str,
+        refresh_token: str | None,
         store: TokenStore,
         secrets: Secrets,
         cloud_id: str,
@@ -142,18 +142,31 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         """Adopt a fresh access token from the store, or refresh and save before using it."""
         with self._lock, self._store.session() as session:
             record = session.load()
-            fingerprint = seed_fingerprint(self._seed)
-            if record is not None and record.seed_fingerprint != fingerprint:
-                self.logger.info(
-                    "The configured refresh_token is new to the token store %s; "
-                    "starting from it instead of the stored one.",
-                    self._store.location,
+            fingerprint = seed_fingerprint(self._seed) if self._seed else None
+            if record is not None and fingerprint and record.seed_fingerprint != fingerprint:
+                if fingerprint in record.superseded_seeds:
+                    self.logger.info(
+                        "The configured refresh_token is older than the one a later consent "
+                        "stored in %s; using the stored one (unset refresh_token).",
+                        self._store.location,
+                    )
+                else:
+                    self.logger.info(
+                        "The configured refresh_token is new to the token store %s; "
+                        "starting from it instead of the stored one.",
+                        self._store.location,
+                    )
+                    record = None
+            if record is None and not self._seed:
+                msg = (
+                    f"The token store {self._store.location} holds no refresh token for cloud "
+                    f"{self._cloud_id}; run `tap-confluence-auth login` or set refresh_token."
                 )
-                record = None
+                raise TapUserError(msg)
             if record is not None and self._adopt_stored(record):
                 return
             self._store.check_writable()
-            live = record.refresh_token if record else self._seed
+            live = record.refresh_token if record else str(self._seed)
             family_started = record.family_started_at if record else _now_iso()
             self._secrets.add(live)
             issued_at = time.time()
@@ -171,12 +184,14 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             )
             saved = TokenRecord(
                 refresh_token=new_refresh,
-                seed_fingerprint=fingerprint,
+                seed_fingerprint=record.seed_fingerprint if record else str(fingerprint),
                 scopes=scopes,
                 rotated_at=_now_iso(),
                 family_started_at=family_started,
                 access_token=access,
                 access_token_expires_at=issued_at + expires_in,
+                cloud_id=self._cloud_id,
+                superseded_seeds=record.superseded_seeds if record else [],
             )
             # Save before the new access token is used: the old refresh token is dead now.
             session.save(saved)

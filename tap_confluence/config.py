@@ -69,6 +69,11 @@ def _check_url(config: t.Mapping[str, t.Any], key: str) -> str | None:
     return raw.rstrip("/")
 
 
+def check_url(key: str, raw: str) -> str:
+    """Validate one URL setting as the tap does; return it without a trailing slash."""
+    return _check_url({key: raw}, key) or ""
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
@@ -116,6 +121,9 @@ def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
     _check_lookback(config)
 
     oauth_given = [k for k in ("client_id", "client_secret", "refresh_token") if _has(config, k)]
+    if oauth_given == ["client_id", "client_secret"]:
+        # The refresh token may live only in the token store (tap-confluence-auth login).
+        oauth_given.append("refresh_token")
     token_given = [k for k in ("email", "api_token") if _has(config, k)]
     has_cloud = _has(config, "cloud_id")
 

@@ -176,7 +176,7 @@ class TapConfluence(Tap):
                 auth_endpoint=f"{str(cfg['auth_url']).rstrip('/')}/oauth/token",
                 client_id=cfg["client_id"],
                 client_secret=cfg["client_secret"],
-                refresh_token=cfg["refresh_token"],
+                refresh_token=cfg.get("refresh_token") or None,
                 store=store,
                 secrets=self.secrets,
                 cloud_id=cfg["cloud_id"],

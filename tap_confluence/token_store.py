@@ -52,6 +52,11 @@ class TokenRecord:
     access_token: str | None = None
     #: Epoch seconds at which access_token expires.
     access_token_expires_at: float | None = None
+    #: The site this token is for (absent in records written before it was kept).
+    cloud_id: str | None = None
+    #: seed_fingerprint() of configured tokens that a later consent replaced: a configured
+    #: refresh_token listed here is stale, so the stored token wins over it.
+    superseded_seeds: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, t.Any]:
         """Serialise with a format version so later backends can migrate."""
@@ -107,6 +112,14 @@ def default_store_dir() -> Path:
     """Return $XDG_STATE_HOME/tap-confluence, falling back to ~/.local/state/tap-confluence."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "tap-confluence"
+
+
+def store_files(token_store_path: str | None) -> list[Path]:
+    """List the store files a token_store_path setting (file or directory) or the default holds."""
+    path = Path(token_store_path).expanduser() if token_store_path else default_store_dir()
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.json") if p.is_file() and not p.name.startswith("."))
+    return [path] if path.is_file() else []
 
 
 def store_path_for(token_store_path: str | None, cloud_id: str) -> Path:
