@@ -1,0 +1,187 @@
+"""The demo: a simulated Confluence site, `meltano run` twice into DuckDB, then a seat report.
+
+Run it with `./scripts/demo` (which sets everything up first); nothing here needs a
+Confluence account, a database server or the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
+DATABASE = REPO / "demo" / "confluence.duckdb"
+LOADER_PYTHON = REPO / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
+STATE_ID = "dev:tap-confluence-to-target-duckdb"
+# Every scope the tap can use, so that groups and memberships show up too.
+DEMO_SCOPES = [
+    "read:content-details:confluence",
+    "read:audit-log:confluence",
+    "read:configuration:confluence",
+    "manage:confluence-configuration",
+    "search:confluence",
+    "read:group:confluence",
+    "read:user:confluence",
+    "offline_access",
+]
+NEW_AUDIT_RECORDS = 40
+
+
+def say(text: str) -> None:
+    """Print one line of the demo's narration."""
+    print(f"\n== {text}", flush=True)
+
+
+class Simulator:
+    """The simulated Confluence (tests/simulator) as a child process on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.simulator", "--port", "0", "--seed", "42"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.stop()
+            raise SystemExit(f"demo: the simulator did not start (it said {line!r}).")
+        self.url = line.split(" ", 1)[1]
+
+    def control(self, path: str, body: dict[str, Any]) -> Any:
+        """POST to the simulator's control API."""
+        req = urllib.request.Request(  # noqa: S310 - loopback URL we just started
+            f"{self.url}/_sim/{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        """Stop the process this object started."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tap_env(sim: Simulator, workdir: Path) -> dict[str, str]:
+    """Return the settings for OAuth plus an API token: every stream, licence seats included."""
+    refresh_token = sim.control("grant", {"scopes": DEMO_SCOPES, "admin": True})["refresh_token"]
+    return {
+        "TAP_CONFLUENCE_CLOUD_ID": "0f0f0f0f-1111-4222-8333-444455556666",
+        "TAP_CONFLUENCE_API_URL": sim.url,
+        "TAP_CONFLUENCE_AUTH_URL": sim.url,
+        "TAP_CONFLUENCE_SITE_URL": sim.url,
+        "TAP_CONFLUENCE_CLIENT_ID": "fake-client-id",
+        "TAP_CONFLUENCE_CLIENT_SECRET": "fake-client-secret",
+        "TAP_CONFLUENCE_REFRESH_TOKEN": refresh_token,
+        "TAP_CONFLUENCE_EMAIL": "admin@example.com",
+        "TAP_CONFLUENCE_API_TOKEN": "fake-classic-api-token",
+        # A throwaway token file: the simulator's tokens mean nothing to a real site.
+        "TAP_CONFLUENCE_TOKEN_STORE_PATH": str(workdir / "tokens.json"),
+        "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def meltano(*args: str, env: dict[str, str], quiet: bool = True) -> str:
+    """Run meltano in the repo's project; on failure show its log tail and stop the demo."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_CONFLUENCE")}
+    full_env.update(env)
+    proc = subprocess.run(  # noqa: S603 - fixed executable, our own arguments
+        [str(MELTANO), "--log-level=warning" if quiet else "--log-level=info", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"demo: `meltano {' '.join(args)}` failed (exit {proc.returncode}).")
+    return proc.stdout
+
+
+def report(*args: str) -> str:
+    """Run demo/report.py on the DuckDB file with the loader's own DuckDB; return its output."""
+    proc = subprocess.run(  # noqa: S603 - fixed argv
+        [str(LOADER_PYTHON), str(REPO / "demo" / "report.py"), str(DATABASE), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return proc.stdout
+
+
+def table_counts() -> dict[str, int]:
+    """Rows per table in the DuckDB file."""
+    return dict(json.loads(report("--counts-json")))
+
+
+def main() -> int:
+    """Run the whole demo and stop the simulator whatever happens."""
+    if not MELTANO.is_file():
+        raise SystemExit("demo: Meltano is not installed in .tools/meltano; run ./scripts/demo.")
+    workdir = Path(tempfile.mkdtemp(prefix="tap-confluence-demo-"))
+    say("Installing the plugins (tap-confluence, target-duckdb) with Meltano")
+    meltano("install", "tap-confluence", "target-duckdb", env={})
+    DATABASE.unlink(missing_ok=True)
+    sim = Simulator()
+    try:
+        print(f"Simulated Confluence site at {sim.url} (seeded; no account, no network)")
+        env = tap_env(sim, workdir)
+
+        say("Run 1: meltano run tap-confluence target-duckdb (first run: everything)")
+        started = time.monotonic()
+        meltano("run", "tap-confluence", "target-duckdb", env=env)
+        print(f"done in {time.monotonic() - started:.1f} s; loaded into {DATABASE}")
+        first = table_counts()
+        for table, n in first.items():
+            print(f"  {table:<22} {n:>6} rows")
+
+        appended = sim.control("audit/append", {"count": NEW_AUDIT_RECORDS})
+        say(f"Meanwhile on the site: {appended['appended']} new audit records")
+
+        say("Run 2: the same command, now incremental from the stored bookmark")
+        started = time.monotonic()
+        meltano("run", "tap-confluence", "target-duckdb", env=env)
+        print(f"done in {time.monotonic() - started:.1f} s")
+        second = table_counts()
+        for table, n in second.items():
+            change = n - first.get(table, 0)
+            note = f"+{change} new" if change else "unchanged (upserted by primary key)"
+            print(f"  {table:<22} {n:>6} rows  {note}")
+        state = json.loads(meltano("state", "get", STATE_ID, env=env))
+        bookmark = state["singer_state"]["bookmarks"].get("audit_records", {})
+        print(f"Meltano's bookmark for audit_records: {bookmark.get('replication_key_value')}")
+
+        say("Report")
+        print(report(), end="")
+    finally:
+        sim.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f'\nExplore the data: {LOADER_PYTHON.relative_to(REPO)} -c "import duckdb; '
+        f"duckdb.connect('{DATABASE.relative_to(REPO)}').sql('show all tables').show()\""
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Fixtures for the real pipeline: a throwaway PostgreSQL, a Meltano project, the simulator.
+
+Nothing here skips: when PostgreSQL or Meltano is missing the tests fail and say how to
+install it, so CI can never pass by running none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.pg import PostgresUnavailableError, ThrowawayPostgres
+
+REPO = Path(__file__).resolve().parents[2]
+MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
+# Prefixes of settings a developer may have exported; a test must see only its own.
+FOREIGN_ENV_PREFIXES = ("TAP_CONFLUENCE", "TARGET_POSTGRES", "TARGET_DUCKDB", "MELTANO_")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """One PostgreSQL server for the whole session, stopped by the datadir it started."""
+    try:
+        pg = ThrowawayPostgres().start()
+    except PostgresUnavailableError as exc:
+        pytest.fail(f"the pipeline tests need PostgreSQL: {exc}", pytrace=False)
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+class SimulatorProcess:
+    """The simulator as its own process on a free loopback port, as a real Confluence would be."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.simulator", "--port", "0", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            self.stop()
+            pytest.fail(f"the simulator did not start (first line: {line!r})", pytrace=False)
+        self.url = line.split(" ", 1)[1]
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Call the simulator's control API (`/_sim/...`): POST with a body, else GET."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.url}/_sim/{path.lstrip('/')}",
+            data=data,
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def stop(self) -> None:
+        """Stop the process this object started."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def start_simulator() -> Iterator[Any]:
+    """Start simulators as processes (`start_simulator(*cli_args)`); all stop at session end."""
+    started: list[SimulatorProcess] = []
+
+    def start(*args: str) -> SimulatorProcess:
+        sim = SimulatorProcess(*args)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@dataclass
+class MeltanoProject:
+    """A Meltano project copied from the repo's meltano.yml, with its plugins installed once."""
+
+    root: Path
+
+    def env(self, run_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+        """Return the environment for one isolated run: its own system DB and token files."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
+        env.update(
+            MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+            MELTANO_DATABASE_URI=f"sqlite:///{run_dir / 'meltano.db'}",
+            NO_COLOR="1",
+        )
+        env.update(extra)
+        return env
+
+    def meltano(
+        self, *args: str, run_dir: Path, env: dict[str, str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `meltano ARGS` in the project; on failure, fail the test with its output."""
+        proc = subprocess.run(
+            [str(MELTANO), *args],
+            cwd=self.root,
+            env=self.env(run_dir, env),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(
+                f"meltano {' '.join(args)} exited {proc.returncode}:\n"
+                f"{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}",
+                pytrace=False,
+            )
+        return proc
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
+    """The repo's meltano.yml in a temporary project, so tests never touch a developer's state."""
+    if not MELTANO.is_file():
+        pytest.fail(
+            f"the pipeline tests need Meltano at {MELTANO.relative_to(REPO)}: "
+            "run ./scripts/setup, which installs it",
+            pytrace=False,
+        )
+    root = tmp_path_factory.mktemp("meltano-project")
+    text = (REPO / "meltano.yml").read_text()
+    # The tap is installed editable from this checkout, so the run exercises this code.
+    text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
+    assert f"-e {REPO}" in text, "meltano.yml no longer installs the tap with `pip_url: -e .`"
+    (root / "meltano.yml").write_text(text)
+    project = MeltanoProject(root)
+    install_dir = tmp_path_factory.mktemp("meltano-install")
+    project.meltano("install", run_dir=install_dir, env={})
+    return project
+
+
+@dataclass
+class PipelineSite:
+    """One isolated pipeline: its own PostgreSQL database, Meltano system DB and token files."""
+
+    project: MeltanoProject
+    pg: ThrowawayPostgres
+    run_dir: Path
+    database: str
+    env: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run meltano with this site's environment and keep its output for leak scans."""
+        proc = self.project.meltano(*args, run_dir=self.run_dir, env=self.env, check=check)
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def state(self, state_id: str) -> dict[str, Any]:
+        """Return Meltano's stored state for `state_id`."""
+        out = self.run("state", "get", state_id).stdout
+        return dict(json.loads(out))
+
+    def connect(self) -> Any:
+        """Open a psycopg connection to this site's database."""
+        import psycopg
+
+        return psycopg.connect(self.pg.url(self.database), autocommit=True)
+
+
+def tap_env(prefix: str, config: dict[str, Any]) -> dict[str, str]:
+    """Turn tap settings into Meltano's environment variables for the plugin `prefix`."""
+    env = {}
+    for key, value in config.items():
+        name = f"{prefix}_{key}".upper()
+        env[name] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    meltano_project: MeltanoProject,
+    postgres: ThrowawayPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PipelineSite]:
+    """A fresh database and Meltano system DB, wired to target-postgres, for one test module."""
+    run_dir = tmp_path_factory.mktemp("pipeline")
+    database = f"tap_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(database)
+    env = {
+        "TARGET_POSTGRES_HOST": postgres.host,
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_USER": postgres.user,
+        # Trust auth ignores it, but target-postgres insists on having one.
+        "TARGET_POSTGRES_PASSWORD": "not-a-real-password",
+        "TARGET_POSTGRES_DATABASE": database,
+    }
+    site = PipelineSite(meltano_project, postgres, run_dir, database, env)
+    yield site
+    shutil.rmtree(run_dir, ignore_errors=True)
