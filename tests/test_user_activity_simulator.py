@@ -93,3 +93,13 @@ def test_activity_controls_refuse_an_unknown_user(simulator: SimulatorProcess, p
         simulator.control(path, body)
     assert err.value.code == 400
     assert "error" in json.loads(err.value.read())
+
+
+def test_admin_api_decodes_percent_encoded_account_ids(simulator: SimulatorProcess):
+    who = next(a for a in _users(simulator, limit=50) if ":" in a)
+    simulator.control("admin/last-active", {"account_id": who, "date": "2026-11-27"})
+    encoded = who.replace(":", "%3A")
+    url = f"{simulator.url}/admin/v1/orgs/fake-org-id/directory/users/{encoded}/last-active-dates"
+    response = requests.get(url, headers=ORG_KEY, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["data"]["product_access"][0]["last_active"] == "2026-11-27"

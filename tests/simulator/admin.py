@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from tests.simulator.web import HTTPError, Request, Response, gateway_error, json_response
 
@@ -20,9 +21,10 @@ def last_active_dates(sim: Simulator, req: Request) -> Response:
     header = req.headers.get("authorization", "")
     if header != f"Bearer {sim.creds.org_api_key}":
         raise HTTPError(gateway_error(401, "Unauthorized"))
-    if req.params["org"] != sim.creds.org_id:
+    # Path segments arrive percent-encoded (accountIds hold ':'); servers decode them.
+    if unquote(req.params["org"]) != sim.creds.org_id:
         raise HTTPError(gateway_error(404, "Organization not found"))
-    i = sim.data.index_of().get(req.params["account"])
+    i = sim.data.index_of().get(unquote(req.params["account"]))
     if i is None:
         raise HTTPError(gateway_error(404, "User not found"))
     last = sim.data.last_active_date(i)
