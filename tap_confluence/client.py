@@ -193,6 +193,20 @@ class ConfluenceStream(RESTStream[t.Any]):
 
     def validate_response(self, response: requests.Response) -> None:
         """Turn HTTP errors into retries or one-sentence errors that name the missing scope."""
+        self.validate_status(response)
+        try:
+            response.json()
+        except ValueError:
+            raise self._unreadable(response) from None
+
+    def _unreadable(self, response: requests.Response) -> RetriableAPIError:
+        # A body cut short or garbled in transit: the same request will most likely succeed.
+        path = urlsplit(response.url).path
+        msg = f"{self.name}: the answer from {path} is not complete JSON; retrying."
+        return RetriableAPIError(msg, response)
+
+    def validate_status(self, response: requests.Response) -> None:
+        """Raise for HTTP error statuses (the body of a success is checked by the caller)."""
         status = response.status_code
         auth = self.confluence_tap.api_authenticator
         if status < 400:
@@ -297,16 +311,23 @@ class ConfluenceStream(RESTStream[t.Any]):
         full = f"{url}?{query}" if query else url
         authenticator = auth or self.authenticator
 
+        parsed: list[t.Any] = []
+
         def send(prepared: requests.PreparedRequest, context: Context | None) -> requests.Response:
             # Authenticate on every try, so a token refreshed after a 401 is used.
             response = self.requests_session.send(authenticator(prepared), timeout=self.timeout)
-            self.validate_response(response)
+            self.validate_status(response)
+            try:
+                parsed.append(response.json())
+            except ValueError:
+                raise self._unreadable(response) from None
             return response
 
         prepared = requests.Request(
             "GET", full, headers={**self.http_headers, "User-Agent": self.user_agent}
         ).prepare()
-        return self.request_decorator(send)(prepared, None).json()
+        self.request_decorator(send)(prepared, None)
+        return parsed[-1]
 
 
 def log_progress_every(seconds: float) -> t.Callable[[], bool]:

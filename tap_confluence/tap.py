@@ -12,6 +12,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
 
+from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
@@ -32,6 +33,7 @@ STREAM_TYPES: tuple[type[ConfluenceStream], ...] = (
     GroupMembersStream,
     LicenseSubscriptionsStream,
     AuditRecordsStream,
+    UserActivityStream,
 )
 
 
@@ -105,6 +107,17 @@ class TapConfluence(Tap):
             description="Minutes of audit log re-read before the bookmark, for late records.",
         ),
         th.Property(
+            "org_id",
+            th.StringType,
+            description="Atlassian organization ID; with org_api_key adds Admin API activity.",
+        ),
+        th.Property(
+            "org_api_key",
+            th.StringType,
+            secret=True,
+            description="Organization API key (admin.atlassian.com) for Admin API activity.",
+        ),
+        th.Property(
             "max_retry_wait_seconds",
             th.IntegerType,
             default=300,
@@ -119,6 +132,7 @@ class TapConfluence(Tap):
         self._cloud_key: str | None = None
         if kwargs.get("validate_config", True):
             self._plan: AuthPlan | None = resolve_auth(self.config)
+            check_admin_settings(self.config)
         else:
             self._plan = None
 
@@ -162,7 +176,7 @@ class TapConfluence(Tap):
     def secrets(self) -> Secrets:
         """Every secret this tap knows, to scrub from any text it logs."""
         secrets = Secrets()
-        for key in ("client_secret", "refresh_token", "api_token"):
+        for key in ("client_secret", "refresh_token", "api_token", "org_api_key"):
             secrets.add(self.config.get(key))
         return secrets
 

@@ -1,0 +1,214 @@
+"""`check`: one cheap authenticated call per configured auth method, one line each."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import requests
+from singer_sdk.authenticators import BasicAuthenticator
+from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
+
+from tap_confluence.audit import AuditRecordsStream
+from tap_confluence.auth import AtlassianOAuthAuthenticator
+from tap_confluence.auth_cli.common import HTTP_TIMEOUT, AuthCliError, env_setting, error_detail
+from tap_confluence.auth_cli.report import uncovered_streams
+from tap_confluence.config import AuthMode
+from tap_confluence.errors import TapUserError
+from tap_confluence.license import LicenseSubscriptionsStream
+from tap_confluence.tap import TapConfluence
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Auth
+
+#: Settings read from the environment as Meltano passes them (TAP_CONFLUENCE_<SETTING>).
+_ENV_SETTINGS = (
+    "cloud_id",
+    "site_url",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "email",
+    "api_token",
+    "token_store_path",
+    "api_url",
+    "auth_url",
+)
+_SCOPE_MISMATCH = "scope does not match"
+_SYSTEM_INFO = "/wiki/rest/api/settings/systemInfo"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One check's verdict: OK, FAIL or NOTE (notes never fail the run)."""
+
+    verdict: str
+    label: str
+    text: str
+
+
+def _scopes_of(options: tuple[frozenset[str], ...]) -> str:
+    return " or ".join(" and ".join(sorted(o)) for o in options)
+
+
+def load_config(config_path: str | None, env_prefix: str) -> dict[str, t.Any]:
+    """The tap's config: the JSON file if given, then TAP_CONFLUENCE_* variables over it."""
+    config: dict[str, t.Any] = {}
+    if config_path:
+        try:
+            config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise AuthCliError(f"--config {config_path} does not exist.") from None
+        except (OSError, ValueError) as exc:
+            msg = f"--config {config_path} is not a readable JSON file ({type(exc).__name__})."
+            raise AuthCliError(msg) from None
+        if not isinstance(config, dict):
+            raise AuthCliError(f"--config {config_path} must hold a JSON object of settings.")
+    for key in _ENV_SETTINGS:
+        value = env_setting(env_prefix, key)
+        if value:
+            config[key] = value
+    return config
+
+
+class Checker:
+    """Runs the probes with the tap's own authenticators and plan, collecting lines."""
+
+    def __init__(self, tap: TapConfluence) -> None:
+        """Use the tap's resolved plan and authenticators, so the check sees what a run sees."""
+        self.tap = tap
+        self.lines: list[Line] = []
+        self.session = requests.Session()
+        self.session.headers.update({"Accept": "application/json"})
+
+    def add(self, verdict: str, label: str, text: str) -> None:
+        """Record one verdict, with any known secret scrubbed from the text."""
+        self.lines.append(Line(verdict, label, self.tap.secrets.redact(text)))
+
+    def probe(self, label: str, url: str, auth: Auth, *, scopes: str, on_403: str) -> bool:
+        """GET one URL and turn the answer into a verdict naming what is missing."""
+        try:
+            prepared = requests.Request("GET", url).prepare()
+            response = self.session.send(auth(prepared), timeout=HTTP_TIMEOUT)
+        except TapUserError as exc:
+            self.add("FAIL", label, str(exc))
+            return False
+        except (requests.RequestException, RetriableAPIError) as exc:
+            self.add("FAIL", label, f"no answer ({type(exc).__name__}); check the URL settings")
+            return False
+        if response.ok:
+            self.add("OK", label, "")
+            return True
+        detail = error_detail(response, self.tap.secrets)
+        if response.status_code == 401 and _SCOPE_MISMATCH in detail.lower():
+            self.add("FAIL", label, f"missing scope: grant {scopes} ({detail})")
+        elif response.status_code == 401:
+            self.add("FAIL", label, f"credentials rejected ({detail}); {self._wrong_secret()}")
+        elif response.status_code == 403:
+            self.add("FAIL", label, f"missing permission: {on_403} ({detail})")
+        else:
+            self.add("FAIL", label, f"unexpected answer ({detail})")
+        return False
+
+    def _wrong_secret(self) -> str:
+        if self.tap.auth_plan.uses_oauth:
+            return "check that the app is installed on the site and cloud_id is right"
+        return (
+            "check email and api_token (a scoped token works only with cloud_id, "
+            "a classic one also at site_url)"
+        )
+
+    def run(self) -> list[Line]:
+        """Probe every configured method: OAuth or API token, the audit log, licence counts."""
+        tap = self.tap
+        api_auth = tap.api_authenticator
+        if isinstance(api_auth, AtlassianOAuthAuthenticator) and not self._oauth(api_auth):
+            return self.lines
+        try:
+            plan = tap.connection_plan
+        except TapUserError as exc:
+            self.add("FAIL", "site_url", str(exc))
+            return self.lines
+        method = {
+            AuthMode.OAUTH: "OAuth",
+            AuthMode.OAUTH_PLUS_TOKEN: "OAuth",
+            AuthMode.SCOPED_TOKEN: "scoped API token",
+            AuthMode.CLASSIC_TOKEN: "classic API token",
+        }[plan.mode]
+        where = "at the site" if plan.mode is AuthMode.CLASSIC_TOKEN else "through the gateway"
+        config_scopes = _scopes_of(LicenseSubscriptionsStream.required_scopes)
+        self.probe(
+            f"{method}: systemInfo {where}",
+            f"{plan.base_url}{_SYSTEM_INFO}",
+            api_auth,
+            scopes=config_scopes,
+            on_403="the account needs the 'Can use' global permission on Confluence",
+        )
+        self.probe(
+            f"{method}: audit log {where}",
+            f"{plan.base_url}/wiki/rest/api/audit?limit=1",
+            api_auth,
+            scopes=_scopes_of(AuditRecordsStream.required_scopes),
+            on_403=(
+                "the account behind the credentials needs the Confluence Administrator global "
+                "permission to read the audit log"
+            ),
+        )
+        self._licence(plan.license_site_url)
+        return self.lines
+
+    def _oauth(self, auth: AtlassianOAuthAuthenticator) -> bool:
+        label = "OAuth: refresh through the token store"
+        try:
+            auth.update_access_token()
+        except TapUserError as exc:
+            self.add("FAIL", label, str(exc))
+            return False
+        except (requests.RequestException, RetriableAPIError) as exc:
+            self.add("FAIL", label, f"the token endpoint did not answer ({type(exc).__name__})")
+            return False
+        granted = auth.granted_scopes() or frozenset()
+        self.add("OK", label, f"granted: {' '.join(sorted(granted)) or 'not stated'}")
+        for note in uncovered_streams(frozenset(granted)) if granted else []:
+            self.add("NOTE", "scopes", note)
+        return True
+
+    def _licence(self, site_url: str | None) -> None:
+        cfg = self.tap.config
+        if not site_url or not cfg.get("email") or not cfg.get("api_token"):
+            self.add(
+                "NOTE",
+                "licence seats",
+                "not configured (they need site_url, email and a classic api_token)",
+            )
+            return
+        basic = BasicAuthenticator(username=cfg["email"], password=cfg["api_token"])
+        self.probe(
+            "email + API token: licence userCount at the site",
+            f"{site_url}/wiki/rest/license/1.0/license/userCount",
+            basic,
+            scopes="a classic (unscoped) API token",
+            on_403="the account needs the Confluence Administrator global permission",
+        )
+
+
+def run_check(config_path: str | None, env_prefix: str) -> int:
+    """Print one line per probe; 0 only when every configured method works."""
+    config = load_config(config_path, env_prefix)
+    try:
+        tap = TapConfluence(config=config, validate_config=True)
+    except ConfigValidationError as exc:
+        raise AuthCliError(str(exc.errors[0] if exc.errors else exc)) from None
+    lines = Checker(tap).run()
+    for line in lines:
+        text = f"{line.verdict:<4}  {line.label}"
+        click.echo(f"{text}: {line.text}" if line.text else text)
+    failed = [line for line in lines if line.verdict == "FAIL"]
+    if failed:
+        click.echo(f"{len(failed)} check(s) failed; fix what each FAIL line names, then rerun.")
+        return 1
+    click.echo("Everything configured works.")
+    return 0
