@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 from tests.simulator.fixture import SimulatorProcess
@@ -129,3 +131,15 @@ def test_search_string_keeps_records_with_a_matching_value(simulator: SimulatorP
     assert got == expected
     # Keys are not values: every record has a "summary" key, few have that word in a value.
     assert len(read_all(simulator, searchString="summary")) < len(records)
+
+
+def test_live_appends_are_stamped_now_so_a_pinned_end_date_excludes_them(
+    simulator: SimulatorProcess,
+):
+    pinned = int(time.time() * 1000)
+    before = read_all(simulator, endDate=pinned)
+    out = simulator.control("audit/append", {"count": 4})
+    assert all(d >= pinned for d in out["creationDates"])
+    assert read_all(simulator, endDate=pinned - 1) == [
+        r for r in before if r["creationDate"] <= pinned - 1
+    ]

@@ -49,6 +49,7 @@ def test_stats_count_requests_per_route(simulator: SimulatorProcess):
     requests.get(simulator.url + "/wiki/rest/api/audit", timeout=10)
     stats = simulator.stats()
     assert stats["requests"] == {"tenant_info": 2, "audit": 1}
+    assert stats["responses"] == {"tenant_info": {"200": 2}, "audit": {"401": 1}}
     assert stats["total_requests"] == 3
     simulator.control("reset-stats", {})
     assert simulator.stats()["total_requests"] == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -129,6 +130,7 @@ class Dataset:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self._newest_extra = -(2**62)
         self._seed = mix(self.opts.seed)
         self.n_total = self.opts.users + self.opts.guests
         self._build_audit_dates()
@@ -393,7 +395,7 @@ class Dataset:
     def newest_date(self) -> int:
         """Return the newest creationDate in the log (or audit_start when empty)."""
         newest = self.dates[-1] if len(self.dates) else self.opts.audit_start
-        return max([newest, *(e.creation_date for e in self.extras)])
+        return max(newest, self._newest_extra)
 
     def add_extra(
         self,
@@ -405,6 +407,7 @@ class Dataset:
         """Append records at the newest end (or late_by_ms before it); return their dates."""
         with self.lock:
             out = []
+            now_ms = int(time.time() * 1000)
             for _ in range(count):
                 newest = self.newest_date()
                 if creation_date is not None:
@@ -412,7 +415,10 @@ class Dataset:
                 elif late_by_ms:
                     cd = newest - late_by_ms
                 else:
-                    cd = newest + 1
+                    # Live traffic is stamped with the current time, so a client that pinned
+                    # endDate when it started never sees these; one that did not sees pages shift.
+                    cd = max(now_ms, newest + 1)
+                self._newest_extra = max(self._newest_extra, cd)
                 seq = len(self.extras)
                 body = self.audit_json(len(self.dates) + seq, cd, author)
                 self.extras.append(Extra(cd, seq, body))

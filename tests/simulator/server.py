@@ -8,8 +8,10 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import sys
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -62,6 +64,7 @@ class Simulator:
         self.verbose = verbose
         self.stats_lock = threading.Lock()
         self.requests: dict[str, int] = {}
+        self.responses: dict[str, dict[str, int]] = {}
         self.site_url = data_opts.site_url
 
     def bind(self, url: str) -> None:
@@ -77,12 +80,20 @@ class Simulator:
         with self.stats_lock:
             self.requests[route] = self.requests.get(route, 0) + 1
 
+    def count_status(self, route: str, status: int) -> None:
+        """Count one response status for a route."""
+        with self.stats_lock:
+            by_status = self.responses.setdefault(route, {})
+            by_status[str(status)] = by_status.get(str(status), 0) + 1
+
     def stats(self) -> dict[str, Any]:
         """Return the counters the control API reports."""
         with self.stats_lock:
             requests = dict(self.requests)
+            responses = {k: dict(v) for k, v in self.responses.items()}
         return {
             "requests": requests,
+            "responses": responses,
             "total_requests": sum(requests.values()),
             "refreshes": self.tokens.refreshes,
             "refresh_failures": self.tokens.refresh_failures,
@@ -94,6 +105,7 @@ class Simulator:
         """Zero every counter (tokens and data are kept)."""
         with self.stats_lock:
             self.requests = {}
+            self.responses = {}
         t = self.tokens
         t.refreshes = t.refresh_failures = t.revoked_families = 0
         with self.faults.lock:
@@ -221,12 +233,17 @@ class Handler(BaseHTTPRequestHandler):
         if decision.latency_ms:
             time.sleep(decision.latency_ms / 1000)
         if decision.status is not None:
+            self.sim.count_status(name, decision.status)
             self.send(fault_response(self.sim, decision))
             return
         try:
             resp = func(self.sim, req)
         except HTTPError as e:
             resp = e.response
+        except Exception:  # noqa: BLE001 - a simulator bug must be loud, not a dropped connection
+            traceback.print_exc(file=sys.stderr)
+            resp = json_response(500, {"simulator_error": "see the simulator log"})
+        self.sim.count_status(name, resp.status)
         self.send(resp, decision.body_fault)
 
     def send(self, resp: Response, body_fault: str | None = None) -> None:
