@@ -84,3 +84,18 @@ def test_faults_can_be_set_and_cleared_at_run_time(simulator: SimulatorProcess):
     assert requests.get(simulator.url + "/_edge/tenant_info", timeout=10).status_code == 200
     r = requests.post(simulator.url + "/_sim/faults", json={"no_such_fault": 1}, timeout=10)
     assert r.status_code == 400
+
+
+def test_benchmark_script_reads_the_whole_log(tmp_path):
+    # The benchmark's figures are only worth something if it really reads every record.
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.simulator.bench", "--records", "2345"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    lines = [line for line in r.stdout.splitlines() if "records/s" in line]
+    assert len(lines) == 2
+    assert all(line.split(":")[1].split()[0] == "2345" for line in lines)

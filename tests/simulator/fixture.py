@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import urllib.error
@@ -14,6 +15,7 @@ from typing import Any
 from tests.simulator.auth import Credentials
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120
 MODES = ("oauth", "scoped_token", "classic_token", "oauth_plus_token")
 
 
@@ -45,7 +47,10 @@ class SimulatorProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
+        # Building a large data set takes a moment; a server that never gets ready must not
+        # hang the test session.
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT_S)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(
