@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 
 import requests
 
-from tests.simulator.fixture import REPO_ROOT, SimulatorProcess
+from tests.simulator.fixture import REPO_ROOT, SimulatorProcess, refresh
 
 
 def test_command_line_prints_ready_and_serves():
@@ -99,3 +101,61 @@ def test_benchmark_script_reads_the_whole_log(tmp_path):
     lines = [line for line in r.stdout.splitlines() if "records/s" in line]
     assert len(lines) == 2
     assert all(line.split(":")[1].split()[0] == "2345" for line in lines)
+
+
+def _read_response(sock, buf: bytes) -> tuple[int, bytes, bytes]:
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+                 .split(b":")[1])  # fmt: skip
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split()[1]), rest[:length], rest[length:]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(simulator: SimulatorProcess):
+    # Content-Length must count bytes, not characters: the bodies are full of non-ASCII names.
+    host, port = simulator.url.removeprefix("http://").split(":")
+    auth = "Authorization: Basic YWRtaW5AZXhhbXBsZS5jb206ZmFrZS1jbGFzc2ljLWFwaS10b2tlbg=="
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        buf = b""
+        seen = []
+        for path in ("/wiki/rest/api/search/user?cql=type%3Duser&limit=200",
+                     "/wiki/rest/api/nope", "/wiki/rest/api/audit?limit=50"):  # fmt: skip
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n".encode())
+            status, body, buf = _read_response(sock, buf)
+            seen.append(status)
+            assert json.loads(body)
+    assert seen == [200, 404, 200]
+
+
+def test_run_time_config_changes_lifetimes_and_leeway(simulator: SimulatorProcess):
+    simulator.control("config", {"token_ttl": 7, "reuse_leeway": 0})
+    status, body = refresh(simulator)
+    assert status == 200
+    assert body["expires_in"] == 7
+    assert refresh(simulator)[0] == 403  # leeway 0: the rotated seed is dead at once
+    assert simulator.stats()["revoked_families"] == 1
+
+
+def test_expire_access_tokens_makes_live_tokens_fail(simulator: SimulatorProcess):
+    token = refresh(simulator)[1]["access_token"]
+    url = simulator.gateway + "/wiki/rest/api/user/current"
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.get(url, headers=headers, timeout=10).status_code == 200
+    assert simulator.control("expire-access-tokens", {}) == {"expired": 1}
+    assert requests.get(url, headers=headers, timeout=10).status_code == 401
+
+
+def test_site_url_option_sets_the_links_clients_must_rebase(simulator_factory):
+    sim = simulator_factory(site_url="https://acme.atlassian.net")
+    body = requests.get(
+        sim.url + "/wiki/rest/api/search/user",
+        params={"cql": "type=user", "limit": 2},
+        auth=("admin@example.com", "fake-classic-api-token"),
+        timeout=10,
+    ).json()
+    assert body["_links"]["base"] == "https://acme.atlassian.net/wiki"
+    assert body["results"][0]["user"]["_links"]["self"].startswith("https://acme.atlassian.net/")
+    assert sim.control("info")["site_url"] == "https://acme.atlassian.net"

@@ -102,6 +102,10 @@ def test_unparseable_user_cql_gets_400(simulator: SimulatorProcess):
     assert r.status_code == 400
     assert r.json()["statusCode"] == 400
     assert site_get(simulator, "/wiki/rest/api/search/user").status_code == 400
+    wrong_filter = site_get(
+        simulator, "/wiki/rest/api/search/user", cql="type=user", sitePermissionTypeFilter="guests"
+    )
+    assert wrong_filter.status_code == 400
 
 
 def test_user_data_has_the_awkward_cases_real_sites_have(simulator: SimulatorProcess):
