@@ -67,6 +67,7 @@ def run_tap(
     catalog: dict[str, Any] | None = None,
     extra: tuple[str, ...] = (),
     timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> TapRun:
     """Run `python -m tap_confluence` to completion and parse stdout as Singer messages."""
     tag = f"{time.monotonic_ns()}"
@@ -81,7 +82,7 @@ def run_tap(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=_env(),
+        env=_env() | (env or {}),
         check=False,
     )
     messages = parse_messages(proc.stdout) if "--discover" not in extra else []
