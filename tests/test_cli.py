@@ -31,3 +31,27 @@ def test_about_lists_every_setting_and_marks_secrets():
     for secret in ("client_secret", "refresh_token", "api_token"):
         assert props[secret].get("secret") is True, secret
     assert props["api_url"]["default"] == "https://api.atlassian.com"
+
+
+def test_discover_lists_every_stream_with_cloud_id_leading_its_key():
+    out = subprocess.run(
+        [sys.executable, "-m", "tap_confluence", "--discover"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    streams = {s["tap_stream_id"]: s for s in json.loads(out)["streams"]}
+    expected = {
+        "users": ["cloudId", "accountId"],
+        "groups": ["cloudId", "id"],
+        "group_members": ["cloudId", "groupId", "accountId"],
+        "license_subscriptions": ["cloudId", "snapshotDate"],
+        "audit_records": ["cloudId", "id"],
+    }
+    for name, key in expected.items():
+        assert streams[name]["key_properties"] == key, name
+        props = streams[name]["schema"]["properties"]
+        assert all(p.get("description") for p in props.values()), name
+    assert streams["audit_records"]["replication_key"] == "createdAt"
+    assert streams["audit_records"]["schema"]["properties"]["createdAt"]["format"] == "date-time"
+    assert streams["audit_records"]["schema"]["properties"]["creationDate"]["type"] == ["integer"]
