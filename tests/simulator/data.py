@@ -1,83 +1,26 @@
 """Deterministic Confluence data derived from a seed: users, groups, audit records, content.
 
-Nothing large is materialised as dicts: audit record i is computed from i, and only the
-sorted creationDate column (8 bytes a record) is kept so that date filters are binary searches.
+Users are derived from their index on demand; the audit log lives in audit_log.py.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import threading
-import time
 from array import array
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
-MASK64 = (1 << 64) - 1
-
-FIRST = [
-    "Ada", "Grace", "Alan", "Åsa", "Zoë", "José", "Søren", "Łukasz", "Mária", "Chloé",
-    "Nguyễn", "Мария", "李", "Aoife", "Ðorđe", "Ingrid", "Kwame", "Priya", "Dana", "Omar",
-]  # fmt: skip
-LAST = [
-    "Lovelace", "Hopper", "Turing", "Öberg", "Müller", "García", "Kowalski", "Nakamura",
-    "O'Brien", "Ødegaard", "Иванова", "王", "Dubois", "Smith", "Okafor", "Patel", "Reyes",
-]  # fmt: skip
-EMOJI = ["🚀", "☕", "🌈", "🦄", "🎉"]
-TIMEZONES = ["Europe/Stockholm", "Europe/London", "America/New_York", "Asia/Tokyo", None]
-SPACES = [
-    ("ENG", "Engineering"),
-    ("HR", "People & Culture"),
-    ("DOCS", "Dokumentation 📚"),
-    ("OPS", "Operações"),
-    ("~ada", "Ada's space"),
-]
-EVENTS: list[tuple[str, str, str]] = [
-    ("User added to group", "Users and groups", "Group"),
-    ("User removed from group", "Users and groups", "Group"),
-    ("User created", "Users and groups", "User"),
-    ("User deactivated", "Users and groups", "User"),
-    ("User details updated", "Users and groups", "User"),
-    ("Space created", "Spaces", "Space"),
-    ("Space configuration updated", "Spaces", "Space"),
-    ("Space exported", "Spaces", "Space"),
-    ("Global permission added", "Permissions", "Global Permission"),
-    ("Space permission removed", "Permissions", "Space Permission"),
-    ("Content restriction added", "Permissions", "Page"),
-    ("Page archived", "Page", "Page"),
-    ("Global settings changed", "Global administration", "Settings"),
-    ("Public link enabled", "Public links", "Page"),
-]
-CONTENT_TYPES = ["page", "page", "page", "blogpost", "comment", "comment", "attachment"]
-
-
-def mix(x: int) -> int:
-    """Return a well-mixed 64-bit hash of x (splitmix64 finaliser)."""
-    x = (x + 0x9E3779B97F4A7C15) & MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
+from tests.simulator.audit_log import AuditMixin, Extra
+from tests.simulator.hashing import mix
+from tests.simulator.vocab import CONTENT_TYPES, EMOJI, FIRST, LAST, SPACES, TIMEZONES
 
 
 def iso_ms(ms: int) -> str:
     """Format epoch milliseconds as the ISO 8601 UTC string Confluence uses."""
     dt = datetime.fromtimestamp(ms / 1000, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def _strings(obj: Any) -> list[str]:
-    """Return every string value (not key) inside a JSON value."""
-    if isinstance(obj, str):
-        return [obj]
-    if isinstance(obj, dict):
-        return [s for v in obj.values() for s in _strings(v)]
-    if isinstance(obj, list):
-        return [s for v in obj for s in _strings(v)]
-    return []
 
 
 def parse_when(value: str | int) -> int:
@@ -108,17 +51,8 @@ class DataOptions:
     site_url: str = ""
 
 
-@dataclass
-class Extra:
-    """An audit record added at run time (appended or late); kept in a small side list."""
-
-    creation_date: int
-    seq: int
-    body: str
-
-
 @dataclass(eq=False)
-class Dataset:
+class Dataset(AuditMixin):
     """The whole fake site: users and guests, groups, audit log and content."""
 
     opts: DataOptions
@@ -302,172 +236,6 @@ class Dataset:
             "resourceAri": f"ari:cloud:identity::group/{gid}",
             "_links": {"self": f"{self.opts.site_url}/wiki/rest/api/group/by-id?id={gid}"},
         }
-
-    # ---- audit ---------------------------------------------------------------------------
-    def _build_audit_dates(self) -> None:
-        n = self.opts.audit_records
-        rng = random.Random(self.opts.seed)
-        ties = bytearray(n)
-        for i in range(1, n):
-            # Forced ties where (n - i) % 100 == 0 straddle every newest-first page boundary
-            # whose offset is a multiple of 100; random ones land everywhere else.
-            if (n - i) % 100 == 0 or rng.getrandbits(8) < 40:
-                ties[i] = 1
-        slots = n - sum(ties)
-        span = max(1, self.opts.audit_end - self.opts.audit_start)
-        step = span / max(1, slots)
-        jitter_max = max(1, int(step) // 2)
-        dates = array("q", bytes(8 * n))
-        slot = -1
-        value = self.opts.audit_start
-        for i in range(n):
-            if not ties[i]:
-                slot += 1
-                value = self.opts.audit_start + int(slot * step) + rng.randrange(jitter_max)
-            dates[i] = value
-        self.dates = dates
-
-    def _build_event_fragments(self) -> list[str]:
-        frags = []
-        for e, (summary, category, obj_type) in enumerate(EVENTS):
-            for v in range(8):
-                if obj_type in ("Group",):
-                    obj_name = self.groups[v % len(self.groups)][0] if self.groups else "group"
-                elif obj_type == "User":
-                    obj_name = str(self.user_core(v % self.n_total)["publicName"])
-                elif obj_type.startswith("Space"):
-                    obj_name = SPACES[v % len(SPACES)][1]
-                else:
-                    obj_name = f"Seite {v} \u2013 Übersicht ✨" if v % 2 else f"Page {v}"
-                changed = []
-                if summary.endswith("updated") or summary.endswith("changed"):
-                    changed = [{"name": "Name", "oldValue": f"old {v}", "newValue": obj_name}]
-                assoc = []
-                if obj_type == "Group":
-                    assoc = [{"name": str(self.user_core((v * 7) % self.n_total)["publicName"]),
-                              "objectType": "User"}]  # fmt: skip
-                frag = {
-                    "summary": summary,
-                    "description": "" if v % 3 else f"{summary} via admin console",
-                    "category": category,
-                    "sysAdmin": e % 5 == 0,
-                    "superAdmin": False,
-                    "affectedObject": {"name": obj_name, "objectType": obj_type},
-                    "changedValues": changed,
-                    "associatedObjects": assoc,
-                }
-                frags.append(json.dumps(frag, ensure_ascii=False, separators=(",", ":"))[1:-1])
-        return frags
-
-    @lru_cache(maxsize=4096)  # noqa: B019
-    def _author_fragment(self, i: int) -> str:
-        u = self.user_core(i)
-        author = {
-            "type": "user",
-            "displayName": u["displayName"],
-            "operations": None,
-            "accountId": u["accountId"],
-            "accountType": u["accountType"],
-            "externalCollaborator": u["isGuest"],
-            "isExternalCollaborator": u["isGuest"],
-            "isGuest": u["isGuest"],
-            "publicName": u["publicName"],
-        }
-        return json.dumps(author, ensure_ascii=False, separators=(",", ":"))
-
-    def audit_json(self, i: int, creation_date: int, author: int | None = None) -> str:
-        """Return audit record i (fields derived from i, author too unless given) as JSON."""
-        h = self.h(9, i)
-        if author is None:
-            # Most audit traffic comes from a handful of administrators.
-            author = h % min(20, self.n_total) if h % 10 < 6 else (h >> 8) % self.n_total
-        frag = self._event_fragments[(h >> 24) % len(self._event_fragments)]
-        ip = f"10.{(h >> 32) & 255}.{(h >> 40) & 255}.{(h >> 48) & 255}"
-        return (
-            f'{{"author":{self._author_fragment(author)},"remoteAddress":"{ip}",'
-            f'"creationDate":{creation_date},{frag}}}'
-        )
-
-    def audit_total(self) -> int:
-        """Count every audit record, base and side lists."""
-        return len(self.dates) + len(self.extras)
-
-    def newest_date(self) -> int:
-        """Return the newest creationDate in the log (or audit_start when empty)."""
-        newest = self.dates[-1] if len(self.dates) else self.opts.audit_start
-        return max(newest, self._newest_extra)
-
-    def add_extra(
-        self,
-        count: int,
-        creation_date: int | None,
-        late_by_ms: int = 0,
-        author: int | None = None,
-    ) -> list[int]:
-        """Append records at the newest end (or late_by_ms before it); return their dates."""
-        with self.lock:
-            out = []
-            now_ms = int(time.time() * 1000)
-            for _ in range(count):
-                newest = self.newest_date()
-                if creation_date is not None:
-                    cd = creation_date
-                elif late_by_ms:
-                    cd = newest - late_by_ms
-                else:
-                    # Live traffic is stamped with the current time, so a client that pinned
-                    # endDate when it started never sees these; one that did not sees pages shift.
-                    cd = max(now_ms, newest + 1)
-                self._newest_extra = max(self._newest_extra, cd)
-                seq = len(self.extras)
-                body = self.audit_json(len(self.dates) + seq, cd, author)
-                self.extras.append(Extra(cd, seq, body))
-                out.append(cd)
-            self.extras_version += 1
-            return out
-
-    def audit_page(self, start_ms: int, end_ms: int, start: int, limit: int) -> list[str]:
-        """Return records newest first within [start_ms, end_ms], positions start..start+limit."""
-        dates = self.dates
-        lo, hi = bisect_left(dates, start_ms), bisect_right(dates, end_ms)
-        with self.lock:
-            extras = [e for e in self.extras if start_ms <= e.creation_date <= end_ms]
-        # Newest first; among equal dates the later-added record comes first.
-        extras.sort(key=lambda e: (-e.creation_date, -e.seq))
-        # An extra precedes every base record with a date <= its own.
-        positions = [k + (hi - bisect_right(dates, e.creation_date, lo, hi)) for k, e in
-                     enumerate(extras)]  # fmt: skip
-        total = (hi - lo) + len(extras)
-        end = min(total, start + limit)
-        out: list[str] = []
-        k = bisect_left(positions, start)
-        rank = start - k
-        for p in range(start, end):
-            if k < len(positions) and positions[k] == p:
-                out.append(extras[k].body)
-                k += 1
-            else:
-                i = hi - 1 - rank
-                out.append(self.audit_json(i, dates[i]))
-                rank += 1
-        return out
-
-    def audit_search(
-        self, start_ms: int, end_ms: int, needle: str, start: int, limit: int
-    ) -> list[str]:
-        """Like audit_page, keeping only records with a string value containing `needle`."""
-        needle = needle.lower()
-        matched: list[str] = []
-        pos, chunk = 0, 5000
-        while len(matched) < start + limit:
-            page = self.audit_page(start_ms, end_ms, pos, chunk)
-            matched += [
-                r for r in page if any(needle in v.lower() for v in _strings(json.loads(r)))
-            ]
-            if len(page) < chunk:
-                break
-            pos += chunk
-        return matched[start : start + limit]
 
     # ---- content -------------------------------------------------------------------------
     def _build_content(self) -> None:
