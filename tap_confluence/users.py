@@ -73,10 +73,14 @@ class UsersStream(ConfluenceStream):
                 user["lastModified"] = result.get("lastModified")
                 pending.append(user)
                 seen += 1
-                if len(pending) >= BULK_MAX_IDS:
-                    yield from self._with_status(pending)
-                    total += len(pending)
-                    pending = []
+                if len(pending) >= 2 * BULK_MAX_IDS:
+                    # Send only full batches now; the partial last one waits for more users,
+                    # so user/bulk calls stay as few as the id and line limits allow.
+                    *full, _partial = bulk_batches([u["accountId"] for u in pending])
+                    done = sum(len(b) for b in full)
+                    yield from self._with_status(pending[:done])
+                    total += done
+                    pending = pending[done:]
                     if progress():
                         self.logger.info("users: %d records so far (%s).", total, tag)
             yield from self._with_status(pending)
