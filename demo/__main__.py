@@ -93,6 +93,8 @@ def tap_env(sim: Simulator, workdir: Path) -> dict[str, str]:
         "TAP_CONFLUENCE_REFRESH_TOKEN": refresh_token,
         "TAP_CONFLUENCE_EMAIL": "admin@example.com",
         "TAP_CONFLUENCE_API_TOKEN": "fake-classic-api-token",
+        "TAP_CONFLUENCE_ORG_ID": "fake-org-id",
+        "TAP_CONFLUENCE_ORG_API_KEY": "fake-org-api-key",
         # A throwaway token file: the simulator's tokens mean nothing to a real site.
         "TAP_CONFLUENCE_TOKEN_STORE_PATH": str(workdir / "tokens.json"),
         "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",

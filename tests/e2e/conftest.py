@@ -24,6 +24,19 @@ from tests.e2e.pg import PostgresUnavailableError, ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[2]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
+SEED = 42
+SITE_A_CLOUD_ID = "0f0f0f0f-1111-4222-8333-444455556666"  # the simulator's default
+# Every scope the tap can use, so that groups and memberships are extracted too.
+ALL_SCOPES = [
+    "read:content-details:confluence",
+    "read:audit-log:confluence",
+    "read:configuration:confluence",
+    "manage:confluence-configuration",
+    "search:confluence",
+    "read:group:confluence",
+    "read:user:confluence",
+    "offline_access",
+]
 # Prefixes of settings a developer may have exported; a test must see only its own.
 FOREIGN_ENV_PREFIXES = ("TAP_CONFLUENCE", "TARGET_POSTGRES", "TARGET_DUCKDB", "MELTANO_")
 
@@ -195,6 +208,25 @@ def tap_env(prefix: str, config: dict[str, Any]) -> dict[str, str]:
         name = f"{prefix}_{key}".upper()
         env[name] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+def site_config(sim: SimulatorProcess, cloud_id: str, refresh_token: str) -> dict[str, str]:
+    """OAuth plus an API token: the set-up that reaches every stream, licence seats included."""
+    return {
+        "cloud_id": cloud_id,
+        "api_url": sim.url,
+        "auth_url": sim.url,
+        "site_url": sim.url,
+        "client_id": "fake-client-id",
+        "client_secret": "fake-client-secret",
+        "refresh_token": refresh_token,
+        "email": "admin@example.com",
+        "api_token": "fake-classic-api-token",
+        # For user_activity's Admin API source; Meltano ignores them until meltano.yml
+        # declares the settings, which test_project_files insists on once the tap has them.
+        "org_id": "fake-org-id",
+        "org_api_key": "fake-org-api-key",
+    }
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import PipelineSite, SimulatorProcess, tap_env
+from tests.e2e.conftest import (
+    ALL_SCOPES,
+    SEED,
+    SITE_A_CLOUD_ID,
+    PipelineSite,
+    SimulatorProcess,
+    site_config,
+    tap_env,
+)
 from tests.simulator.data import DataOptions, Dataset
 
 pytestmark = pytest.mark.slow
@@ -26,7 +34,6 @@ pytestmark = pytest.mark.slow
 SCHEMA = "tap_confluence"
 STATE_ID = "dev:tap-confluence-to-target-postgres"
 SITE_B_STATE_ID = "dev:tap-confluence--site-b-to-target-postgres"
-SEED = 42
 SITE_B_CLOUD_ID = "0b0b0b0b-2222-4333-8444-555566667777"
 NEW_AUDIT_RECORDS = 30
 # The streams docs/CONTRACTS.md promises (user_activity arrives with its own issue, and is
@@ -38,31 +45,6 @@ CONTRACT_STREAMS = {
     "license_subscriptions": ["cloudId", "snapshotDate"],
     "audit_records": ["cloudId", "id"],
 }
-ALL_SCOPES = [
-    "read:content-details:confluence",
-    "read:audit-log:confluence",
-    "read:configuration:confluence",
-    "manage:confluence-configuration",
-    "search:confluence",
-    "read:group:confluence",
-    "read:user:confluence",
-    "offline_access",
-]
-
-
-def site_config(sim: SimulatorProcess, cloud_id: str, refresh_token: str) -> dict[str, str]:
-    """OAuth plus an API token: the set-up that reaches every stream, licence seats included."""
-    return {
-        "cloud_id": cloud_id,
-        "api_url": sim.url,
-        "auth_url": sim.url,
-        "site_url": sim.url,
-        "client_id": "fake-client-id",
-        "client_secret": "fake-client-secret",
-        "refresh_token": refresh_token,
-        "email": "admin@example.com",
-        "api_token": "fake-classic-api-token",
-    }
 
 
 @dataclass
@@ -103,7 +85,7 @@ def as_utc(value: str) -> datetime:
 def two_runs(pipeline: PipelineSite, start_simulator: Any) -> TwoRuns:
     sim = start_simulator("--seed", str(SEED))
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
-    pipeline.env.update(tap_env("TAP_CONFLUENCE", site_config(sim, sim_cloud_id(), token)))
+    pipeline.env.update(tap_env("TAP_CONFLUENCE", site_config(sim, SITE_A_CLOUD_ID, token)))
     pipeline.env["TAP_CONFLUENCE_TOKEN_STORE_PATH"] = str(pipeline.run_dir / "site-a-token.json")
     catalog = json.loads(pipeline.run("invoke", "--dump=catalog", "tap-confluence").stdout)
     streams = sorted(discovered(catalog))
@@ -120,10 +102,6 @@ def two_runs(pipeline: PipelineSite, start_simulator: Any) -> TwoRuns:
     pipeline.run("run", "tap-confluence", "target-postgres")
     counts_2 = table_counts(pipeline, streams)
     return TwoRuns(pipeline, sim, catalog, counts_1, counts_2, batched_until, bookmark_1, appended)
-
-
-def sim_cloud_id() -> str:
-    return "0f0f0f0f-1111-4222-8333-444455556666"
 
 
 def columns(site: PipelineSite, table: str) -> dict[str, str]:
@@ -253,7 +231,7 @@ def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns):
     # Run twice with OAuth: at least one refresh each run, so access and refresh tokens exist.
     assert len(issued["access_tokens"]) >= 1
     assert len(issued["refresh_tokens"]) >= 2
-    secrets = {"fake-client-secret", "fake-classic-api-token", *tokens}
+    secrets = {"fake-client-secret", "fake-classic-api-token", "fake-org-api-key", *tokens}
     state = json.dumps(two_runs.site.state(STATE_ID))
     with two_runs.site.connect() as conn:
         dumped = [
@@ -286,9 +264,9 @@ def test_second_site_through_inherit_from_lands_in_the_same_tables_without_colli
                     f'SELECT "cloudId", count(*) FROM {SCHEMA}."{name}" GROUP BY 1'
                 ).fetchall()
             )
-            assert set(per_site) == {sim_cloud_id(), SITE_B_CLOUD_ID}, (name, per_site)
+            assert set(per_site) == {SITE_A_CLOUD_ID, SITE_B_CLOUD_ID}, (name, per_site)
             if name != "audit_records":  # site A also has the appended records
-                assert per_site[SITE_B_CLOUD_ID] == per_site[sim_cloud_id()], name
+                assert per_site[SITE_B_CLOUD_ID] == per_site[SITE_A_CLOUD_ID], name
         shared_ids = conn.execute(
             f'SELECT count(DISTINCT "accountId") FROM {SCHEMA}.users'
         ).fetchone()[0]
