@@ -338,6 +338,11 @@ class UserActivityStream(ConfluenceStream):
         users = self._licensed_account_ids()
         cursor = state.get("cursor")
         start = users.index(cursor) + 1 if cursor in users else 0
+        if start and "passLower" in state:
+            # A resumed pass keeps the lower bound it started with: the bookmark has moved
+            # with the users already done, and the rest must be judged as they would have been.
+            ledger.lower = state["passLower"]
+        state["passLower"] = ledger.lower
         if start:
             self.logger.info(
                 "user_activity: admin: resuming a pass after %d of %d users.", start, len(users)
@@ -369,6 +374,7 @@ class UserActivityStream(ConfluenceStream):
             if progress():
                 self.logger.info("user_activity: admin: %d of %d users.", done, len(users))
         state.pop("cursor", None)
+        state.pop("passLower", None)
         ledger.save(state)
         if len(users) > start and missing == len(users) - start:
             msg = (
