@@ -159,3 +159,31 @@ def test_site_url_option_sets_the_links_clients_must_rebase(simulator_factory):
     assert body["_links"]["base"] == "https://acme.atlassian.net/wiki"
     assert body["results"][0]["user"]["_links"]["self"].startswith("https://acme.atlassian.net/")
     assert sim.control("info")["site_url"] == "https://acme.atlassian.net"
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.simulator", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_bad_dates_and_a_busy_port_fail_with_one_sentence():
+    bad_date = _run_cli("--port", "0", "--audit-start", "last tuesday")
+    assert bad_date.returncode == 2
+    assert "ISO 8601 date or epoch milliseconds" in bad_date.stderr
+    reversed_range = _run_cli("--audit-start", "2026-05-01", "--audit-end", "2026-01-01")
+    assert "before --audit-start" in reversed_range.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = _run_cli("--port", str(port))
+    assert taken.returncode == 2
+    assert "cannot listen on" in taken.stderr
+    for r in (bad_date, reversed_range, taken):
+        assert "Traceback" not in r.stderr

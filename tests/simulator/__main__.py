@@ -71,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Start the server, print READY and serve until killed."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        start, end = parse_when(args.audit_start), parse_when(args.audit_end)
+    except ValueError:
+        parser.error("--audit-start and --audit-end take an ISO 8601 date or epoch milliseconds")
+    if end < start:
+        parser.error("--audit-end is before --audit-start; swap them")
     opts = DataOptions(
         seed=args.seed,
         users=args.users,
@@ -79,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         groups=args.groups,
         memberships_per_user=args.memberships_per_user,
         audit_records=args.audit_records,
-        audit_start=parse_when(args.audit_start),
-        audit_end=parse_when(args.audit_end),
+        audit_start=start,
+        audit_end=end,
         content=args.content,
         max_users=args.max_users,
         site_url=args.site_url.rstrip("/"),
@@ -104,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         reuse_leeway=args.reuse_leeway,
         verbose=args.verbose,
     )
-    server = make_server(sim, args.host, args.port)
+    try:
+        server = make_server(sim, args.host, args.port)
+    except OSError as e:
+        print(
+            f"simulator: cannot listen on {args.host}:{args.port} ({e.strerror})", file=sys.stderr
+        )
+        return 2
     print(f"READY {sim.url}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
