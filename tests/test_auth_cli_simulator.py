@@ -70,5 +70,6 @@ def test_consent_by_a_non_admin_gives_a_token_the_audit_log_refuses(simulator: S
 def test_unknown_consent_value_is_refused(simulator: SimulatorProcess):
     with pytest.raises(urllib.error.HTTPError) as refused:
         simulator.control("consent", {"consent": "maybe"})
+    refused.value.close()  # it holds the response's socket
     assert refused.value.code == 400
     assert simulator.control("consent")["consent"] == "accept"

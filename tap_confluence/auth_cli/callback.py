@@ -43,7 +43,7 @@ class RedirectTarget:
     given: str | None = None
 
     def uri(self, port: int) -> str:
-        """The redirect URI with the port actually listened on."""
+        """Return the redirect URI with the port actually listened on."""
         return self.given or f"http://{self.uri_host}:{port}{self.path}"
 
 
@@ -89,7 +89,7 @@ def _page(title: str, text: str) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: t.Any) -> None:
         # The default logs the request line, which carries the authorization code.
         return
 
@@ -144,7 +144,9 @@ class CallbackServer:
 
     def __init__(self, target: RedirectTarget, state: str) -> None:
         """Bind now, so a busy port is reported before the browser is sent anywhere."""
-        server_class = _IPv6Server if ipaddress.ip_address(target.bind_host).version == 6 else _Server
+        server_class = (
+            _IPv6Server if ipaddress.ip_address(target.bind_host).version == 6 else _Server
+        )
         try:
             self._server = server_class((target.bind_host, target.port), _Handler)
         except OSError as exc:

@@ -15,7 +15,7 @@ from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.auth_cli.common import HTTP_TIMEOUT, AuthCliError, env_setting, error_detail
-from tap_confluence.auth_cli.report import uncovered_streams
+from tap_confluence.auth_cli.report import scope_options, uncovered_streams
 from tap_confluence.config import AuthMode
 from tap_confluence.errors import TapUserError
 from tap_confluence.license import LicenseSubscriptionsStream
@@ -50,12 +50,8 @@ class Line:
     text: str
 
 
-def _scopes_of(options: tuple[frozenset[str], ...]) -> str:
-    return " or ".join(" and ".join(sorted(o)) for o in options)
-
-
 def load_config(config_path: str | None, env_prefix: str) -> dict[str, t.Any]:
-    """The tap's config: the JSON file if given, then TAP_CONFLUENCE_* variables over it."""
+    """Read the tap's config: the JSON file if given, then TAP_CONFLUENCE_* variables over it."""
     config: dict[str, t.Any] = {}
     if config_path:
         try:
@@ -139,7 +135,7 @@ class Checker:
             AuthMode.CLASSIC_TOKEN: "classic API token",
         }[plan.mode]
         where = "at the site" if plan.mode is AuthMode.CLASSIC_TOKEN else "through the gateway"
-        config_scopes = _scopes_of(LicenseSubscriptionsStream.required_scopes)
+        config_scopes = scope_options(LicenseSubscriptionsStream.required_scopes)
         self.probe(
             f"{method}: systemInfo {where}",
             f"{plan.base_url}{_SYSTEM_INFO}",
@@ -151,7 +147,7 @@ class Checker:
             f"{method}: audit log {where}",
             f"{plan.base_url}/wiki/rest/api/audit?limit=1",
             api_auth,
-            scopes=_scopes_of(AuditRecordsStream.required_scopes),
+            scopes=scope_options(AuditRecordsStream.required_scopes),
             on_403=(
                 "the account behind the credentials needs the Confluence Administrator global "
                 "permission to read the audit log"
@@ -161,7 +157,8 @@ class Checker:
         return self.lines
 
     def _oauth(self, auth: AtlassianOAuthAuthenticator) -> bool:
-        label = "OAuth: refresh through the token store"
+        label = "OAuth: access token through the token store"
+        refreshes = auth.refreshes
         try:
             auth.update_access_token()
         except TapUserError as exc:
@@ -171,13 +168,27 @@ class Checker:
             self.add("FAIL", label, f"the token endpoint did not answer ({type(exc).__name__})")
             return False
         granted = auth.granted_scopes() or frozenset()
-        self.add("OK", label, f"granted: {' '.join(sorted(granted)) or 'not stated'}")
+        how = (
+            "refreshed, and the rotated refresh token saved"
+            if auth.refreshes > refreshes
+            else "a cached access token from an earlier run is still valid, so the refresh "
+            "token was not spent"
+        )
+        self.add("OK", label, f"{how}; granted: {' '.join(sorted(granted)) or 'not stated'}")
         for note in uncovered_streams(frozenset(granted)) if granted else []:
             self.add("NOTE", "scopes", note)
         return True
 
     def _licence(self, site_url: str | None) -> None:
         cfg = self.tap.config
+        if not site_url and self.tap.auth_plan.probe_site:
+            self.add(
+                "NOTE",
+                "licence seats",
+                "not available: site_url refused the API token, so it is a scoped token, which "
+                "works only through the gateway (licence counts need a classic token)",
+            )
+            return
         if not site_url or not cfg.get("email") or not cfg.get("api_token"):
             self.add(
                 "NOTE",

@@ -73,7 +73,7 @@ def site_root(site: str) -> str:
 
 
 def http_session() -> requests.Session:
-    """A session that names this tool; redirects are not followed for token requests."""
+    """Return a session that names this tool and asks for JSON."""
     session = requests.Session()
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
     return session
@@ -83,13 +83,12 @@ def unreachable(url: str, exc: requests.RequestException) -> AuthCliError:
     """One sentence for a request that got no HTTP answer."""
     host = urlsplit(url).netloc
     return AuthCliError(
-        f"Could not reach {host} ({type(exc).__name__}); check the URL and the network, "
-        "then retry."
+        f"Could not reach {host} ({type(exc).__name__}); check the URL and the network, then retry."
     )
 
 
 def error_detail(response: requests.Response, secrets: Secrets | None = None) -> str:
-    """A short, redacted description of an error answer: status and the API's own words."""
+    """Describe an error answer briefly, redacted: status and the API's own words."""
     try:
         body = response.json()
     except ValueError:

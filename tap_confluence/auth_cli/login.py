@@ -76,7 +76,7 @@ def _now_iso() -> str:
 
 
 def authorization_url(opts: LoginOptions, redirect_uri: str, state: str) -> str:
-    """The consent URL Atlassian documents, with a fresh state and prompt=consent."""
+    """Build the consent URL Atlassian documents, with a fresh state and prompt=consent."""
     params = {
         "audience": "api.atlassian.com",
         "client_id": opts.client_id,
@@ -100,7 +100,9 @@ def _store_for(opts: LoginOptions, cloud_id: str) -> FileTokenStore:
     return FileTokenStore(store_path_for(opts.token_store_path, cloud_id), lock_timeout=30.0)
 
 
-def _exchange(opts: LoginOptions, code: str, redirect_uri: str, hidden: Secrets) -> dict[str, t.Any]:
+def _exchange(
+    opts: LoginOptions, code: str, redirect_uri: str, hidden: Secrets
+) -> dict[str, t.Any]:
     body = {
         "grant_type": "authorization_code",
         "client_id": opts.client_id,
@@ -297,7 +299,9 @@ def _store(
             session.save(record)
     except TokenStoreError as exc:
         raise AuthCliError(str(exc)) from None
-    click.echo(f"Stored the refresh token for {site.url} (cloud ID {site.cloud_id}) in {store.location}.")
+    click.echo(
+        f"Stored the refresh token for {site.url} (cloud ID {site.cloud_id}) in {store.location}."
+    )
     if old is not None:
         click.echo(f"It replaces the token stored there before (last rotated {old.rotated_at}).")
 
@@ -366,7 +370,9 @@ def resolve_login_options(
             "for it)."
         )
         raise AuthCliError(msg)
-    rest["auth_url"] = url_setting("auth_url", rest["auth_url"] or env("auth_url") or DEFAULT_AUTH_URL)
+    rest["auth_url"] = url_setting(
+        "auth_url", rest["auth_url"] or env("auth_url") or DEFAULT_AUTH_URL
+    )
     rest["api_url"] = url_setting("api_url", rest["api_url"] or env("api_url") or DEFAULT_API_URL)
     rest["cloud_id"] = rest["cloud_id"] or env("cloud_id")
     rest["token_store_path"] = rest["token_store_path"] or env("token_store_path")

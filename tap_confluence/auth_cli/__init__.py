@@ -1,0 +1,126 @@
+"""tap-confluence-auth: get, inspect and check the credentials tap-confluence uses.
+
+Commands: ``cloud-id`` (a site's cloud ID), ``login`` (OAuth consent in a browser, refresh
+token into the tap's token store), ``status`` (what the store holds, no secrets) and ``check``
+(one cheap call per configured auth method).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tap_confluence.auth_cli.check import run_check
+from tap_confluence.auth_cli.common import DEFAULT_ENV_PREFIX, AuthCliError, env_setting
+from tap_confluence.auth_cli.login import resolve_login_options, run_login
+from tap_confluence.auth_cli.status import run_cloud_id, run_status
+
+__all__ = ["AuthCliError", "main"]
+
+DEFAULT_PORT = 8790
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--env-prefix",
+    default=DEFAULT_ENV_PREFIX,
+    show_default=True,
+    help="Prefix of the tap's environment variables (e.g. TAP_CONFLUENCE__SITE_B_).",
+)
+@click.pass_context
+def cli(ctx: click.Context, env_prefix: str) -> None:
+    """Get, inspect and check the credentials tap-confluence uses."""
+    ctx.obj = env_prefix
+
+
+@cli.command("cloud-id")
+@click.argument("site", required=False)
+@click.option("--site-url", help="Full site URL to ask instead of SITE (http only on loopback).")
+@click.pass_obj
+def cloud_id_command(env_prefix: str, site: str | None, site_url: str | None) -> None:
+    """Print the cloud ID of SITE (acme, acme.atlassian.net or any URL on the site)."""
+    target = site_url or site or env_setting(env_prefix, "site_url")
+    if not target:
+        raise AuthCliError("Name the site: tap-confluence-auth cloud-id acme (or --site-url URL).")
+    click.echo(run_cloud_id(target))
+
+
+@cli.command("login")
+@click.option("--client-id", help="OAuth app client ID [env: TAP_CONFLUENCE_CLIENT_ID].")
+@click.option(
+    "--client-secret",
+    help="OAuth app client secret [env: TAP_CONFLUENCE_CLIENT_SECRET]; prompted on a terminal.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="Loopback port for the callback http://localhost:PORT/callback.")  # fmt: skip
+@click.option("--redirect-uri", help="Callback URL registered for the app (loopback http).")
+@click.option("--scopes", help="Scopes, comma- or space-separated [default: what the tap needs].")
+@click.option("--auth-url", help="Authorization server [default: https://auth.atlassian.com].")
+@click.option("--api-url", help="API gateway [default: https://api.atlassian.com].")
+@click.option("--cloud-id", help="Site to store the token for, when the consent reaches several.")
+@click.option("--token-store-path", help="The tap's token_store_path (file or directory).")
+@click.option("--no-browser", is_flag=True, help="Only print the address; open no browser.")
+@click.option("--timeout", type=click.FloatRange(1), default=300.0, show_default=True,
+              help="Seconds to wait for the browser to come back.")  # fmt: skip
+@click.option("--show-secrets", is_flag=True, help="Also print the client secret's value.")
+@click.pass_context
+def login_command(
+    ctx: click.Context,
+    *,
+    client_id: str | None,
+    client_secret: str | None,
+    port: int,
+    redirect_uri: str | None,
+    scopes: str | None,
+    auth_url: str | None,
+    api_url: str | None,
+    cloud_id: str | None,
+    token_store_path: str | None,
+    no_browser: bool,
+    timeout: float,
+    show_secrets: bool,
+) -> None:
+    """Consent in a browser and store the refresh token where the tap reads it."""
+    env_prefix = str(ctx.obj)
+    source = ctx.get_parameter_source("client_secret")
+    opts = resolve_login_options(
+        client_id=client_id,
+        client_secret=client_secret,
+        secret_from_command_line=source is click.core.ParameterSource.COMMANDLINE,
+        env=lambda key: env_setting(env_prefix, key),
+        env_prefix=env_prefix,
+        port=port,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        auth_url=auth_url,
+        api_url=api_url,
+        cloud_id=cloud_id,
+        token_store_path=token_store_path,
+        open_browser=not no_browser,
+        timeout=timeout,
+        show_secrets=show_secrets,
+    )
+    run_login(opts)
+
+
+@cli.command("status")
+@click.option("--token-store-path", help="The tap's token_store_path (file or directory).")
+@click.pass_obj
+def status_command(env_prefix: str, token_store_path: str | None) -> None:
+    """Show the token store's sites, rotation dates, scopes and expiries (never a token)."""
+    path = token_store_path or env_setting(env_prefix, "token_store_path")
+    sys.exit(run_status(path))
+
+
+@cli.command("check")
+@click.option("--config", "config_path", help="The tap's config JSON (environment wins over it).")
+@click.pass_obj
+def check_command(env_prefix: str, config_path: str | None) -> None:
+    """Make one cheap call per configured auth method and say what works and what is missing."""
+    sys.exit(run_check(config_path, env_prefix))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="tap-confluence-auth")
