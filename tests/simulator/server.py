@@ -187,6 +187,9 @@ class Handler(BaseHTTPRequestHandler):
     """Parses requests, applies faults and writes responses with exact Content-Length."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, every keep-alive response
+    # waited ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "SimulatedAtlassian/1.0"
     sys_version = ""
     sim: Simulator
