@@ -19,7 +19,7 @@ from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
 from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
-from tap_confluence.token_store import FileTokenStore, store_path_for
+from tap_confluence.token_store import check_store_settings, open_store
 from tap_confluence.users import UsersStream
 
 if t.TYPE_CHECKING:
@@ -89,6 +89,18 @@ class TapConfluence(Tap):
             description="File that keeps the rotating OAuth refresh token between runs.",
         ),
         th.Property(
+            "token_store_url",
+            th.StringType,
+            secret=True,
+            description="PostgreSQL URL of a token store many workers share (instead of a file).",
+        ),
+        th.Property(
+            "token_store_key",
+            th.StringType,
+            secret=True,
+            description="Fernet key(s) encrypting stored tokens; required with token_store_url.",
+        ),
+        th.Property(
             "api_url",
             th.StringType,
             default="https://api.atlassian.com",
@@ -133,6 +145,7 @@ class TapConfluence(Tap):
         if kwargs.get("validate_config", True):
             self._plan: AuthPlan | None = resolve_auth(self.config)
             check_admin_settings(self.config)
+            check_store_settings(self.config)
         else:
             self._plan = None
 
@@ -176,7 +189,14 @@ class TapConfluence(Tap):
     def secrets(self) -> Secrets:
         """Every secret this tap knows, to scrub from any text it logs."""
         secrets = Secrets()
-        for key in ("client_secret", "refresh_token", "api_token", "org_api_key"):
+        for key in (
+            "client_secret",
+            "refresh_token",
+            "api_token",
+            "org_api_key",
+            "token_store_url",
+            "token_store_key",
+        ):
             secrets.add(self.config.get(key))
         return secrets
 
@@ -185,7 +205,13 @@ class TapConfluence(Tap):
         """One authenticator for every stream: OAuth bearer or Basic email + API token."""
         plan, cfg = self.auth_plan, self.config
         if plan.uses_oauth:
-            store = FileTokenStore(store_path_for(cfg.get("token_store_path"), cfg["cloud_id"]))
+            store = open_store(
+                cloud_id=cfg["cloud_id"],
+                client_id=cfg["client_id"],
+                token_store_path=cfg.get("token_store_path"),
+                token_store_url=cfg.get("token_store_url"),
+                token_store_key=cfg.get("token_store_key"),
+            )
             return AtlassianOAuthAuthenticator(
                 auth_endpoint=f"{str(cfg['auth_url']).rstrip('/')}/oauth/token",
                 client_id=cfg["client_id"],

@@ -19,10 +19,12 @@ import time
 import typing as t
 from pathlib import Path
 
+from tap_confluence.config import fail
+from tap_confluence.crypto import KeyFormatError, TokenCipher
 from tap_confluence.errors import TapUserError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 STORE_FORMAT_VERSION = 1
 
@@ -76,6 +78,124 @@ class TokenRecord:
         values = {k: v for k, v in data.items() if k in fields}
         values.setdefault("scopes", [])
         return cls(**values)
+
+
+#: The record fields that are secrets; with a key they are kept only inside ``sealed``.
+_SEALED_FIELDS = ("refresh_token", "access_token")
+
+
+def encode_record(record: TokenRecord, cipher: TokenCipher | None) -> dict[str, t.Any]:
+    """Turn a record into the stored document, its tokens sealed when there is a key."""
+    data = record.to_json()
+    if cipher is None:
+        return data
+    tokens = {name: data.pop(name) for name in _SEALED_FIELDS}
+    data["sealed"] = cipher.seal(json.dumps(tokens).encode())
+    return data
+
+
+def decode_record(
+    data: t.Any, location: str, cipher: TokenCipher | None, *, need_tokens: bool = True
+) -> TokenRecord:
+    """Parse a stored document, opening sealed tokens, or raise one sentence.
+
+    With ``need_tokens=False`` a sealed document whose key is absent still yields its
+    metadata (for ``status``), with an empty refresh_token.
+    """
+    if isinstance(data, dict) and "moved_to" in data:
+        raise TokenStoreError(
+            f"The token store {location} was moved to {data['moved_to']} on "
+            f"{data.get('moved_at', 'an earlier date')}; set token_store_url (and "
+            "token_store_key) so the tap uses the moved token, never this file."
+        )
+    if isinstance(data, dict) and "sealed" in data:
+        tokens = _open_sealed(data, location, cipher, need_tokens=need_tokens)
+        data = {k: v for k, v in data.items() if k != "sealed"} | tokens
+    return TokenRecord.from_json(data, location)
+
+
+def _open_sealed(
+    data: dict[str, t.Any], location: str, cipher: TokenCipher | None, *, need_tokens: bool
+) -> dict[str, t.Any]:
+    if cipher is None:
+        if not need_tokens:
+            return {"refresh_token": "", "access_token": None}
+        raise TokenStoreError(
+            f"The tokens in {location} are encrypted but token_store_key is not set; set it "
+            "to the key they were written with."
+        )
+    opened = cipher.open(str(data["sealed"]))
+    if opened is None:
+        raise TokenStoreError(
+            f"token_store_key does not open the tokens in {location} (they were sealed with "
+            "another key, or altered); set the key they were written with, or list the new "
+            "key first and the old one after it, comma-separated."
+        )
+    try:
+        tokens = json.loads(opened)
+    except ValueError:
+        tokens = None
+    if not isinstance(tokens, dict):
+        raise TokenStoreError(_corrupt_sentence(location, "its sealed tokens are not JSON"))
+    return {name: tokens.get(name) for name in _SEALED_FIELDS}
+
+
+def cipher_setting(token_store_key: str | None) -> TokenCipher | None:
+    """Parse token_store_key, or raise TokenStoreError with the sentence saying what is wrong."""
+    try:
+        return TokenCipher.from_setting(token_store_key)
+    except KeyFormatError as exc:
+        raise TokenStoreError(str(exc)) from None
+
+
+def check_store_settings(config: Mapping[str, t.Any]) -> None:
+    """Check token_store_url and token_store_key before any request (one sentence if wrong)."""
+    url = str(config.get("token_store_url") or "").strip()
+    key = str(config.get("token_store_key") or "").strip()
+    try:
+        cipher_setting(key)
+    except TokenStoreError as exc:
+        fail(str(exc))
+    if not url:
+        return
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme.split("+", 1)[0] not in {"postgresql", "postgres"}:
+        fail(
+            "token_store_url must be a PostgreSQL URL like postgresql://user@host:5432/dbname "
+            f"(it starts with {scheme or 'no scheme'!r}); leave it unset to keep tokens in a file."
+        )
+    if not key:
+        fail(
+            "token_store_url needs token_store_key as well, because tokens in a shared database "
+            "are always encrypted; generate a key with `tap-confluence-auth new-key` and keep "
+            "it with your other secrets."
+        )
+
+
+def open_store(
+    *,
+    cloud_id: str,
+    client_id: str | None,
+    token_store_path: str | None = None,
+    token_store_url: str | None = None,
+    token_store_key: str | None = None,
+    lock_timeout: float = 300.0,
+) -> TokenStore:
+    """Return the store the settings choose: PostgreSQL when token_store_url is set, else a file."""
+    cipher = cipher_setting(token_store_key)
+    if token_store_url and token_store_url.strip():
+        # Imported here so that file-store users never load the PostgreSQL driver.
+        from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
+
+        return PostgresTokenStore(
+            token_store_url.strip(),
+            client_id=client_id or "",
+            cloud_id=cloud_id,
+            cipher=cipher,
+            lock_timeout=lock_timeout,
+        )
+    path = store_path_for(token_store_path, cloud_id)
+    return FileTokenStore(path, lock_timeout=lock_timeout, cipher=cipher)
 
 
 def _corrupt_sentence(location: str, why: str) -> str:
@@ -135,10 +255,17 @@ def store_path_for(token_store_path: str | None, cloud_id: str) -> Path:
 class FileTokenStore:
     """JSON file per site: temp file + fsync + rename + directory fsync, 0600, flock'd sidecar."""
 
-    def __init__(self, path: Path, *, lock_timeout: float = 300.0) -> None:
-        """Use the file at ``path``; wait up to ``lock_timeout`` seconds for another run's lock."""
+    def __init__(
+        self, path: Path, *, lock_timeout: float = 300.0, cipher: TokenCipher | None = None
+    ) -> None:
+        """Use the file at ``path``; wait up to ``lock_timeout`` s for another run's lock.
+
+        With a ``cipher`` the tokens are written sealed; a plaintext file is still read (and
+        sealed at its next save), so turning encryption on needs no migration.
+        """
         self.path = path
         self.location = str(path)
+        self.cipher = cipher
         self._lock_path = path.with_name(path.name + ".lock")
         self._lock_timeout = lock_timeout
 
@@ -205,8 +332,15 @@ class FileTokenStore:
             else:
                 return
 
-    def read(self) -> TokenRecord | None:
+    def read(self, *, need_tokens: bool = True) -> TokenRecord | None:
         """Read the record without locking (callers hold the lock through session())."""
+        data = self.read_document()
+        if data is None:
+            return None
+        return decode_record(data, self.location, self.cipher, need_tokens=need_tokens)
+
+    def read_document(self) -> t.Any:
+        """Return the stored JSON document as it is on disk (tokens sealed or not), or None."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -220,13 +354,17 @@ class FileTokenStore:
             raise TokenStoreError(
                 _corrupt_sentence(self.location, "it is not valid JSON")
             ) from None
-        return TokenRecord.from_json(data, self.location)
+        return data
 
     def write(self, record: TokenRecord) -> None:
         """Atomically replace the store file with ``record``."""
+        self.write_document(encode_record(record, self.cipher))
+
+    def write_document(self, document: dict[str, t.Any]) -> None:
+        """Atomically replace the store file with a JSON document."""
         self._ensure_dir()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        payload = json.dumps(record.to_json(), indent=2, sort_keys=True).encode()
+        payload = json.dumps(document, indent=2, sort_keys=True).encode()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
