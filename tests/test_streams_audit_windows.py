@@ -7,9 +7,12 @@ checked on shapes the simulator would take long to build: huge ties, bursts, gro
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections import Counter
+
+import pytest
 
 from tap_confluence.audit_windows import AuditWindowWalker, record_id
 
@@ -19,18 +22,23 @@ class Log:
 
     def __init__(self, dates: list[int]) -> None:
         self.records = [{"creationDate": d, "n": i} for i, d in enumerate(dates)]
+        # Kept sorted oldest first, ties by insertion, for bisecting the date bounds.
+        self._keys = sorted((r["creationDate"], r["n"]) for r in self.records)
         self.on_fetch = None
 
     def fetch(self, start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict]:
         if self.on_fetch:
             self.on_fetch(self)
-        hits = [r for r in self.records if start_ms <= r["creationDate"] <= end_ms]
+        lo = bisect.bisect_left(self._keys, (start_ms, -1))
+        hi = bisect.bisect_left(self._keys, (end_ms + 1, -1))
         # Newest first; among equal dates the later-added record first (as the simulator).
-        hits.sort(key=lambda r: (-r["creationDate"], -r["n"]))
-        return [dict(r) for r in hits[offset : offset + limit]]
+        chosen = self._keys[lo:hi][::-1][offset : offset + limit]
+        return [dict(self.records[n]) for _, n in chosen]
 
     def append(self, date: int) -> None:
-        self.records.append({"creationDate": date, "n": len(self.records)})
+        n = len(self.records)
+        self.records.append({"creationDate": date, "n": n})
+        bisect.insort(self._keys, (date, n))
 
 
 def _ids(windows) -> list[str]:
@@ -114,3 +122,21 @@ def test_record_id_is_stable_and_ignores_key_order():
     assert record_id(a) == record_id(b)
     assert record_id(a) != record_id({**a, "summary": "y"})
     assert len(record_id(a)) == 64
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: after a too-dense window is abandoned, empty windows grow back into "
+    "the dense stretch and are abandoned again (958 requests for 600 ideal at 45dfdaf); "
+    "the walker needs a frontier-density hint or to keep the abandoned reads",
+)
+def test_request_count_stays_low_when_the_log_starts_long_after_the_lower_bound():
+    # The shape of a first run without start_date: decades of nothing, then a year of log.
+    rng = random.Random(5)
+    start = 1_700_000_000_000
+    log = Log(sorted(start + rng.randrange(0, 30_000_000_000) for _ in range(60_000)))
+    walker = AuditWindowWalker(log.fetch, page_size=100, target_pages=10)
+    windows = list(walker.walk(0, start + 30_000_000_000))
+    assert len(_ids(windows)) == 60_000
+    ideal = 60_000 / 100
+    assert walker.requests <= ideal * 1.08 + 25, (walker.requests, walker.narrowed)
