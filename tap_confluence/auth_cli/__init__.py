@@ -1,8 +1,9 @@
 """tap-confluence-auth: get, inspect and check the credentials tap-confluence uses.
 
 Commands: ``cloud-id`` (a site's cloud ID), ``login`` (OAuth consent in a browser, refresh
-token into the tap's token store), ``status`` (what the store holds, no secrets) and ``check``
-(one cheap call per configured auth method).
+token into the tap's token store), ``status`` (what the store holds, no secrets), ``check``
+(one cheap call per configured auth method), ``migrate`` (token files into the PostgreSQL
+token store, unspent) and ``new-key`` (a key for token_store_key).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import click
 from tap_confluence.auth_cli.check import run_check
 from tap_confluence.auth_cli.common import DEFAULT_ENV_PREFIX, AuthCliError, env_setting
 from tap_confluence.auth_cli.login import resolve_login_options, run_login
-from tap_confluence.auth_cli.status import run_cloud_id, run_status
+from tap_confluence.auth_cli.migrate import migrate_command, new_key_command
+from tap_confluence.auth_cli.status import run_cloud_id, run_status, run_status_pg
 
 __all__ = ["AuthCliError", "main"]
 
 DEFAULT_PORT = 8790
+_STORE_URL_HELP = (
+    "The tap's token_store_url (PostgreSQL; its token_store_key comes from the environment)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +65,7 @@ def cloud_id_command(env_prefix: str, site: str | None, site_url: str | None) ->
 @click.option("--api-url", help="API gateway [default: https://api.atlassian.com].")
 @click.option("--cloud-id", help="Site to store the token for, when the consent reaches several.")
 @click.option("--token-store-path", help="The tap's token_store_path (file or directory).")
+@click.option("--token-store-url", help=_STORE_URL_HELP)
 @click.option("--no-browser", is_flag=True, help="Only print the address; open no browser.")
 @click.option("--timeout", type=click.FloatRange(1), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")  # fmt: skip
@@ -77,6 +83,7 @@ def login_command(
     api_url: str | None,
     cloud_id: str | None,
     token_store_path: str | None,
+    token_store_url: str | None,
     no_browser: bool,
     timeout: float,
     show_secrets: bool,
@@ -97,6 +104,7 @@ def login_command(
         api_url=api_url,
         cloud_id=cloud_id,
         token_store_path=token_store_path,
+        token_store_url=token_store_url,
         open_browser=not no_browser,
         timeout=timeout,
         show_secrets=show_secrets,
@@ -106,11 +114,18 @@ def login_command(
 
 @cli.command("status")
 @click.option("--token-store-path", help="The tap's token_store_path (file or directory).")
+@click.option("--token-store-url", help=_STORE_URL_HELP)
 @click.pass_obj
-def status_command(env_prefix: str, token_store_path: str | None) -> None:
+def status_command(
+    env_prefix: str, token_store_path: str | None, token_store_url: str | None
+) -> None:
     """Show the token store's sites, rotation dates, scopes and expiries (never a token)."""
+    url = token_store_url or env_setting(env_prefix, "token_store_url")
+    key = env_setting(env_prefix, "token_store_key")
+    if url:
+        sys.exit(run_status_pg(url, key))
     path = token_store_path or env_setting(env_prefix, "token_store_path")
-    sys.exit(run_status(path))
+    sys.exit(run_status(path, key=key))
 
 
 @cli.command("check")
@@ -119,6 +134,10 @@ def status_command(env_prefix: str, token_store_path: str | None) -> None:
 def check_command(env_prefix: str, config_path: str | None) -> None:
     """Make one cheap call per configured auth method and say what works and what is missing."""
     sys.exit(run_check(config_path, env_prefix))
+
+
+cli.add_command(migrate_command)
+cli.add_command(new_key_command)
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ _ENV_SETTINGS = (
     "email",
     "api_token",
     "token_store_path",
+    "token_store_url",
+    "token_store_key",
     "api_url",
     "auth_url",
 )

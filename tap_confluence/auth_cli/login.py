@@ -31,9 +31,10 @@ from tap_confluence.auth_cli.common import (
 from tap_confluence.auth_cli.report import print_settings, uncovered_streams
 from tap_confluence.errors import Secrets
 from tap_confluence.token_store import (
-    FileTokenStore,
     TokenRecord,
+    TokenStore,
     TokenStoreError,
+    open_store,
     seed_fingerprint,
     store_path_for,
 )
@@ -54,6 +55,10 @@ class LoginOptions:
     cloud_id: str | None
     token_store_path: str | None
     env_prefix: str
+    #: token_store_url and token_store_key come from the tap's environment (the key only
+    #: from there, so it never lands in shell history).
+    token_store_url: str | None
+    token_store_key: str | None
     port: int
     redirect_uri: str | None
     open_browser: bool
@@ -96,8 +101,18 @@ def _can_open_browser() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _store_for(opts: LoginOptions, cloud_id: str) -> FileTokenStore:
-    return FileTokenStore(store_path_for(opts.token_store_path, cloud_id), lock_timeout=30.0)
+def _store_for(opts: LoginOptions, cloud_id: str) -> TokenStore:
+    try:
+        return open_store(
+            cloud_id=cloud_id,
+            client_id=opts.client_id,
+            token_store_path=opts.token_store_path,
+            token_store_url=opts.token_store_url,
+            token_store_key=opts.token_store_key,
+            lock_timeout=30.0,
+        )
+    except TokenStoreError as exc:
+        raise AuthCliError(str(exc)) from None
 
 
 def _exchange(
@@ -223,7 +238,10 @@ def run_login(opts: LoginOptions) -> None:
     hidden = Secrets()
     hidden.add(opts.client_secret)
     # Check the store can be written before anyone spends a consent on it.
-    _store_for(opts, opts.cloud_id or "probe").check_writable()
+    try:
+        _store_for(opts, opts.cloud_id or "probe").check_writable()
+    except TokenStoreError as exc:
+        raise AuthCliError(str(exc)) from None
     target = redirect_target(opts.redirect_uri, opts.port)
     state = secrets.token_urlsafe(32)
     server = CallbackServer(target, state)
@@ -323,13 +341,17 @@ def _report(opts: LoginOptions, sites: list[Site], site: Site, granted: list[str
             f"Note: {opts.env_prefix}REFRESH_TOKEN is set; the tap now ignores that older value "
             "in favour of the stored token, so you may remove it."
         )
-    path = str(Path(store_path_for(opts.token_store_path, site.cloud_id)))
     values: dict[str, str | None] = {
         "cloud_id": site.cloud_id,
         "client_id": opts.client_id,
         "client_secret": opts.client_secret if opts.show_secrets else None,
-        "token_store_path": path,
     }
+    if opts.token_store_url:
+        # Both are secrets (a URL may hold a password): named, never printed.
+        values["token_store_url"] = None
+        values["token_store_key"] = None
+    else:
+        values["token_store_path"] = str(Path(store_path_for(opts.token_store_path, site.cloud_id)))
     if opts.auth_url != DEFAULT_AUTH_URL:
         values["auth_url"] = opts.auth_url
     if opts.api_url != DEFAULT_API_URL:
@@ -376,5 +398,7 @@ def resolve_login_options(
     rest["api_url"] = url_setting("api_url", rest["api_url"] or env("api_url") or DEFAULT_API_URL)
     rest["cloud_id"] = rest["cloud_id"] or env("cloud_id")
     rest["token_store_path"] = rest["token_store_path"] or env("token_store_path")
+    rest["token_store_url"] = rest.get("token_store_url") or env("token_store_url")
+    rest["token_store_key"] = env("token_store_key")
     rest["scopes"] = parse_scopes(rest["scopes"])
     return LoginOptions(client_id=client_id, client_secret=str(client_secret), **rest)

@@ -7,6 +7,7 @@ import typing as t
 
 import click
 import requests
+from singer_sdk.exceptions import ConfigValidationError
 
 from tap_confluence.auth_cli.common import (
     HTTP_TIMEOUT,
@@ -20,12 +21,17 @@ from tap_confluence.token_store import (
     FileTokenStore,
     TokenRecord,
     TokenStoreError,
+    check_store_settings,
+    cipher_setting,
+    decode_record,
     default_store_dir,
     store_files,
 )
 
 if t.TYPE_CHECKING:
     from pathlib import Path
+
+    from tap_confluence.crypto import TokenCipher
 
 #: Atlassian: a refresh token dies 90 days after it was issued if unused, and its family
 #: 365 days after consent however often it rotates.
@@ -78,7 +84,7 @@ def _expiry_lines(record: TokenRecord, now: dt.datetime) -> tuple[list[str], boo
     return lines, expired
 
 
-def _describe(path: Path, record: TokenRecord, now: dt.datetime) -> bool:
+def _describe(path: Path | str, record: TokenRecord, now: dt.datetime, *, sealed: bool) -> bool:
     click.echo(f"{path}")
     cloud = record.cloud_id or "not recorded yet (the tap records it at its next refresh)"
     click.echo(f"  cloud ID: {cloud}")
@@ -86,7 +92,7 @@ def _describe(path: Path, record: TokenRecord, now: dt.datetime) -> bool:
     click.echo(f"  last rotated: {_when(rotated, now) if rotated else record.rotated_at}")
     click.echo(f"  granted scopes: {' '.join(record.scopes) or 'not recorded'}")
     expires = record.access_token_expires_at
-    if record.access_token and expires and expires > now.timestamp():
+    if (record.access_token or sealed) and expires and expires > now.timestamp():
         left = dt.datetime.fromtimestamp(expires, dt.UTC)
         click.echo(f"  cached access token: valid until {left.strftime('%H:%M UTC')}")
     else:
@@ -97,9 +103,43 @@ def _describe(path: Path, record: TokenRecord, now: dt.datetime) -> bool:
     return expired
 
 
-def run_status(token_store_path: str | None, now: dt.datetime | None = None) -> int:
+def _show(
+    label: Path | str,
+    document: t.Any,
+    location: str,
+    cipher: TokenCipher | None,
+    now: dt.datetime,
+) -> bool:
+    """Describe one stored document; True when it is unusable or expired."""
+    sealed = isinstance(document, dict) and "sealed" in document
+    try:
+        record = decode_record(document, location, cipher, need_tokens=cipher is not None)
+    except TokenStoreError as exc:
+        click.echo(f"{label}\n  unusable: {exc}")
+        return True
+    expired = _describe(label, record, now, sealed=sealed)
+    if sealed and cipher is not None:
+        click.echo("  tokens: encrypted; token_store_key opens them")
+    elif sealed:
+        click.echo("  tokens: encrypted (set token_store_key to check that it opens them)")
+    else:
+        click.echo("  tokens: in clear text (with token_store_key set, the next save seals them)")
+    return expired
+
+
+def _cipher(token_store_key: str | None) -> TokenCipher | None:
+    try:
+        return cipher_setting(token_store_key)
+    except TokenStoreError as exc:
+        raise AuthCliError(str(exc)) from None
+
+
+def run_status(
+    token_store_path: str | None, now: dt.datetime | None = None, *, key: str | None = None
+) -> int:
     """Describe every store file at the path (or the default directory); 1 if any is unusable."""
     now = now or dt.datetime.now(dt.UTC)
+    cipher = _cipher(key)
     location = token_store_path or str(default_store_dir())
     files = store_files(token_store_path)
     if not files:
@@ -112,14 +152,41 @@ def run_status(token_store_path: str | None, now: dt.datetime | None = None) -> 
     bad = 0
     for path in files:
         try:
-            record = FileTokenStore(path).read()
+            document = FileTokenStore(path).read_document()
         except TokenStoreError as exc:
             click.echo(f"{path}\n  unusable: {exc}")
             bad += 1
             continue
-        if record is None:
-            continue
-        if _describe(path, record, now):
+        if document is not None and _show(path, document, str(path), cipher, now):
+            bad += 1
+    return 1 if bad else 0
+
+
+def run_status_pg(url: str, key: str | None, now: dt.datetime | None = None) -> int:
+    """Describe every row of a PostgreSQL token store; 1 if any is unusable or expired."""
+    now = now or dt.datetime.now(dt.UTC)
+    # Imported here so that the other commands never load the PostgreSQL driver.
+    from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
+
+    try:
+        check_store_settings({"token_store_url": url, "token_store_key": key})
+        store = PostgresTokenStore(url, client_id="", cloud_id="", cipher=_cipher(key))
+        rows = store.list_documents()
+    except ConfigValidationError as exc:
+        raise AuthCliError(str(exc.errors[0] if exc.errors else exc)) from None
+    except TokenStoreError as exc:
+        raise AuthCliError(str(exc)) from None
+    if not rows:
+        msg = (
+            f"No tokens are stored in {store.location} yet; run `tap-confluence-auth login` "
+            "with token_store_url set, or `tap-confluence-auth migrate` from a token file."
+        )
+        raise AuthCliError(msg)
+    click.echo(f"Token store: {store.location}")
+    bad = 0
+    for client_id, cloud_id, document in rows:
+        label = f"client {client_id}, cloud {cloud_id}"
+        if _show(label, document, f"{store.location} ({label})", store.cipher, now):
             bad += 1
     return 1 if bad else 0
 
