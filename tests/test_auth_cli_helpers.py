@@ -87,6 +87,15 @@ class LoginProcess:
         self.proc.stderr.close()
         return self.proc.returncode, "".join(self.stdout), stderr
 
+    def stop(self) -> None:
+        """Kill the process if a failed test left it running (by the pid it was started with)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.reader.join(timeout=30)  # it closes stdout once the process is gone
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.proc.stderr.close()
+
     def start_reader(self) -> None:
         def pump() -> None:
             assert self.proc.stdout is not None

@@ -16,6 +16,21 @@ from tests.test_tap_helpers import run_tap
 SMALL = {"users": 4, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}
 
 
+@pytest.fixture
+def login_runner():
+    """Start `login` processes; any still running after the test is killed."""
+    started = []
+
+    def start(args, env):
+        process = start_login(args, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 def _store_files(directory):
     return sorted(p.name for p in directory.glob("*.json")) if directory.exists() else []
 
@@ -30,10 +45,12 @@ def _with_state(url: str, state: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def test_login_stores_a_refresh_token_the_tap_then_syncs_with(simulator_factory, tmp_path):
+def test_login_stores_a_refresh_token_the_tap_then_syncs_with(
+    login_runner, simulator_factory, tmp_path
+):
     sim = simulator_factory(**SMALL)
     store_dir = tmp_path / "tokens"
-    login = start_login(
+    login = login_runner(
         ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(sim, tmp_path)
     )
     url = login.authorization_url()
@@ -81,11 +98,11 @@ def test_login_stores_a_refresh_token_the_tap_then_syncs_with(simulator_factory,
     assert len(run.records("audit_records")) == SMALL["audit_records"]
 
 
-def test_login_twice_gives_each_attempt_its_own_state(simulator, tmp_path):
+def test_login_twice_gives_each_attempt_its_own_state(login_runner, simulator, tmp_path):
     env = sim_env(simulator, tmp_path)
     states = []
     for attempt in range(2):
-        login = start_login(
+        login = login_runner(
             ["--port", "0", "--timeout", "1", "--token-store-path", str(tmp_path / f"s{attempt}")],
             env,
         )
@@ -96,9 +113,11 @@ def test_login_twice_gives_each_attempt_its_own_state(simulator, tmp_path):
     assert states[0] != states[1]
 
 
-def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(simulator, tmp_path):
+def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(
+    login_runner, simulator, tmp_path
+):
     store_dir = tmp_path / "tokens"
-    login = start_login(
+    login = login_runner(
         ["--port", "0", "--timeout", "6", "--token-store-path", f"{store_dir}/"],
         sim_env(simulator, tmp_path),
     )
@@ -132,9 +151,9 @@ def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(simula
     assert exchange.status_code == 200
 
 
-def test_the_genuine_callback_still_works_after_a_forged_one(simulator, tmp_path):
+def test_the_genuine_callback_still_works_after_a_forged_one(login_runner, simulator, tmp_path):
     store_dir = tmp_path / "tokens"
-    login = start_login(
+    login = login_runner(
         ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(simulator, tmp_path)
     )
     url = login.authorization_url()
@@ -145,10 +164,27 @@ def test_the_genuine_callback_still_works_after_a_forged_one(simulator, tmp_path
     assert _store_files(store_dir) == [f"{simulator.cloud_id}.json"]
 
 
-def test_denied_consent_ends_with_one_sentence_and_stores_nothing(simulator, tmp_path):
+def test_an_idle_connection_does_not_block_the_callback(login_runner, simulator, tmp_path):
+    store_dir = tmp_path / "tokens"
+    login = login_runner(
+        ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(simulator, tmp_path)
+    )
+    url = login.authorization_url()
+    port = urlsplit(_query(url)["redirect_uri"]).port
+    # Like a browser's speculative preconnect: a socket that never sends a request.
+    with socket.create_connection(("127.0.0.1", port)):
+        assert requests.get(url, timeout=60).status_code == 200
+        code, _, err = login.finish()
+    assert code == 0, err
+    assert _store_files(store_dir) == [f"{simulator.cloud_id}.json"]
+
+
+def test_denied_consent_ends_with_one_sentence_and_stores_nothing(
+    login_runner, simulator, tmp_path
+):
     simulator.control("consent", {"consent": "deny"})
     store_dir = tmp_path / "tokens"
-    login = start_login(
+    login = login_runner(
         ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(simulator, tmp_path)
     )
     page = requests.get(login.authorization_url(), timeout=60)
@@ -203,10 +239,12 @@ def test_missing_client_secret_without_a_terminal_says_which_variable(simulator,
     )
 
 
-def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(simulator, tmp_path):
+def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(
+    login_runner, simulator, tmp_path
+):
     store_dir = tmp_path / "tokens"
     env = sim_env(simulator, tmp_path, TAP_CONFLUENCE_CLIENT_SECRET="fake-wrong-secret")
-    login = start_login(["--port", "0", "--token-store-path", f"{store_dir}/"], env)
+    login = login_runner(["--port", "0", "--token-store-path", f"{store_dir}/"], env)
     requests.get(login.authorization_url(), timeout=60)
     code, out, err = login.finish()
     assert code == 1
@@ -215,13 +253,15 @@ def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(simula
     assert _store_files(store_dir) == []
 
 
-def test_login_again_makes_a_stale_configured_refresh_token_lose(simulator_factory, tmp_path):
+def test_login_again_makes_a_stale_configured_refresh_token_lose(
+    login_runner, simulator_factory, tmp_path
+):
     sim = simulator_factory(**SMALL)
     store = tmp_path / "store.json"
     first = run_tap(tmp_path, sim.tap_config("oauth", token_store_path=str(store)))
     assert first.returncode == 0, first.stderr[-2000:]
     # A new consent replaces the family the configured seed started.
-    login = start_login(["--port", "0", "--token-store-path", str(store)], sim_env(sim, tmp_path))
+    login = login_runner(["--port", "0", "--token-store-path", str(store)], sim_env(sim, tmp_path))
     requests.get(login.authorization_url(), timeout=60)
     code, _, err = login.finish()
     assert code == 0, err

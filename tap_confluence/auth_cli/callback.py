@@ -88,6 +88,8 @@ def _page(title: str, text: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # One request at a time: a browser's idle preconnect must not block the real callback.
+    timeout = 5
 
     def log_message(self, format: str, *args: t.Any) -> None:
         # The default logs the request line, which carries the authorization code.
