@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
 import socket
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
 
 from tap_confluence.token_store import FileTokenStore, seed_fingerprint
-from tests.test_auth_cli_helpers import issued_secrets, run_cli, sim_env, start_login
+from tests.test_auth_cli_helpers import (
+    CLI,
+    REPO_ROOT,
+    issued_secrets,
+    run_cli,
+    sim_env,
+    start_login,
+)
 from tests.test_tap_helpers import run_tap
 
 SMALL = {"users": 4, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}
@@ -287,3 +299,50 @@ def test_redirect_uri_must_be_loopback_http(simulator, tmp_path, redirect, sente
     )
     assert result.returncode == 1
     assert sentence in result.stderr
+
+
+def _read_until(fd: int, needle: bytes, seen: bytearray, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while needle not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"{needle!r} never came; got {bytes(seen)!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"{needle!r} never came; got {bytes(seen)!r}")
+        seen += chunk
+
+
+def test_on_a_terminal_the_client_secret_is_prompted_without_echo(simulator, tmp_path):
+    env = sim_env(simulator, tmp_path)
+    del env["TAP_CONFLUENCE_CLIENT_SECRET"]
+    store_dir = tmp_path / "tokens"
+    args = [*CLI, "login", "--no-browser", "--port", "0", "--token-store-path", f"{store_dir}/"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        try:
+            os.chdir(REPO_ROOT)
+            os.execve(args[0], args, env)  # noqa: S606 (a fixed argv, no shell involved)
+        finally:
+            os._exit(127)  # never run the rest of pytest in the forked child
+    try:
+        seen = bytearray()
+        _read_until(fd, b"Client secret (input hidden):", seen)
+        os.write(fd, simulator.creds.client_secret.encode() + b"\n")
+        _read_until(fd, b"Waiting up to", seen)
+        url = next(line.strip() for line in seen.decode().splitlines() if "/authorize?" in line)
+        assert requests.get(url, timeout=60).status_code == 200
+        _read_until(fd, b"Or with Meltano", seen)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0, bytes(seen)
+        assert simulator.creds.client_secret.encode() not in seen
+        assert _store_files(store_dir) == [f"{simulator.cloud_id}.json"]
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
