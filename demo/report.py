@@ -63,9 +63,9 @@ def print_report(con: duckdb.DuckDBPyConnection) -> None:
     else:
         source = "the audit records they authored; user_activity is not loaded yet"
         query = "idle_from_audit"
-    print(f"\nSeated users (licensed, active) idle for 90 days (from {source})")
+    print(f"\nSeat holders (licensed, active, not apps) idle for 90 days (from {source})")
     for cloud, seated, idle in rows(con, query):
-        print(f"  {cloud}: {idle} of {seated} seated users")
+        print(f"  {cloud}: {idle} of {seated} seat holders")
 
     print("\nAudit records by category")
     for category, n in rows(con, "audit_by_category"):

@@ -18,7 +18,7 @@ GROUP BY ALL ORDER BY kind, status;
 
 -- name: idle_from_audit
 -- Until user_activity is loaded, the last thing a user did is the newest audit record
--- they authored; seated = licensed and active.
+-- they authored. A seat is held by a licensed, active, human (not app) account.
 WITH last_seen AS (
   SELECT cloudid, json_extract_string(author, '$.accountId') AS accountid,
          max(createdat) AS last_at
@@ -29,6 +29,7 @@ SELECT u.cloudid, count(*) AS seated,
                         OR l.last_at < now()::timestamp - INTERVAL 90 DAY) AS idle
 FROM tap_confluence.users u LEFT JOIN last_seen l USING (cloudid, accountid)
 WHERE u.sitepermission = 'licensed' AND u.accountstatus = 'active'
+  AND u.accounttype = 'atlassian'
 GROUP BY ALL ORDER BY u.cloudid;
 
 -- name: idle_from_activity
@@ -41,6 +42,7 @@ SELECT u.cloudid, count(*) AS seated,
                         OR l.last_at < now()::timestamp - INTERVAL 90 DAY) AS idle
 FROM tap_confluence.users u LEFT JOIN last_seen l USING (cloudid, accountid)
 WHERE u.sitepermission = 'licensed' AND u.accountstatus = 'active'
+  AND u.accounttype = 'atlassian'
 GROUP BY ALL ORDER BY u.cloudid;
 
 -- name: audit_by_category

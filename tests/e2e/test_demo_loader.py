@@ -65,5 +65,6 @@ def test_duckdb_demo_loader_lands_every_row_twice_without_duplicates_and_reports
 
     text = report(meltano_project, database)
     assert f"used {data.licensed_active()}" in text
+    assert f"of {data.licensed_active()} seat holders" in text
     categories = text.split("Audit records by category", 1)[1].split()
     assert sum(int(n) for n in categories if n.isdigit()) == expected["audit_records"]
