@@ -19,6 +19,7 @@ from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
 from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
+from tap_confluence.output import BlockWriter
 from tap_confluence.token_store import check_store_settings, open_store
 from tap_confluence.users import UsersStream
 
@@ -41,6 +42,7 @@ class TapConfluence(Tap):
     """Extracts users, groups, licence seats and audit records from Confluence Cloud."""
 
     name = "tap-confluence"
+    message_writer_class = BlockWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
