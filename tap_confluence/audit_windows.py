@@ -5,38 +5,129 @@ is read, and late records can land inside a range already paged. So each window 
 keyset (ask for ``[w0, oldest seen]`` again after each full page, de-duplicating by id), which
 no insertion can shift, with offset paging only inside a single millisecond that holds more
 than a page. Window widths adapt to record density so a window holds a bounded number of
-pages. This module knows nothing of Singer or HTTP, so windows could later be fetched
-concurrently behind the same interface.
+pages, and a window that turns out far denser than planned is abandoned after its first
+pages, not its last. Several windows can be read at once by worker threads; they are still
+handed out strictly oldest first, so whoever emits them can trust a bookmark after each one.
+This module knows nothing of Singer or HTTP.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import hashlib
 import json
+import threading
 import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import msgspec
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-#: fetch(start_ms, end_ms, offset, limit) -> one page of raw records, newest first.
-Fetch = t.Callable[[int, int, int, int], list[dict[str, t.Any]]]
+Record = dict[str, t.Any]
 
 
-def record_id(record: dict[str, t.Any]) -> str:
-    """Stable id of an audit record: sha256 hex of the canonical JSON of its API fields."""
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+class Page(t.Protocol):
+    """One page of the audit API: its size and oldest date now, its records when asked."""
+
+    count: int
+    #: Smallest creationDate on the page; None when no record carried one.
+    oldest: int | None
+
+    def keyed(self) -> list[tuple[int, str, t.Any]]:
+        """Return ``(creationDate, id, item)`` per record; ``load(item)`` gives the record."""
+        ...
+
+    def load(self, item: t.Any) -> Record:
+        """Return the record an item from ``keyed()`` stands for."""
+        ...
 
 
-@dataclasses.dataclass
+#: fetch(start_ms, end_ms, offset, limit) -> one page of records, newest first.
+Fetch = t.Callable[[int, int, int, int], "list[Record] | Page"]
+
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
+def record_id(record: Record, *, has_floats: bool = True) -> str:
+    """Stable id of an audit record: sha256 hex of the canonical JSON of its API fields.
+
+    Canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
+    msgspec's sorted encoder writes the same bytes, about ten times faster, for every value
+    but floats (it spells exponents differently), so floats keep the standard library.
+    """
+    if has_floats:
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_SORTED.encode(record)).hexdigest()
+
+
+class ListPage:
+    """A page given as already parsed records."""
+
+    def __init__(self, rows: list[Record]) -> None:
+        """Keep the rows; size and oldest date come from them."""
+        self._rows = rows
+        self.count = len(rows)
+        dates = [int(r["creationDate"]) for r in rows if r.get("creationDate") is not None]
+        self.oldest = min(dates) if dates else None
+
+    def keyed(self) -> list[tuple[int, str, t.Any]]:
+        """``(creationDate, id, record)`` per record."""
+        return [(r.get("creationDate", 0), record_id(r), r) for r in self._rows]
+
+    def load(self, item: t.Any) -> Record:
+        """Return the record itself."""
+        return t.cast("Record", item)
+
+
 class Window:
-    """A fully read window ``[start_ms, end_ms]`` and its records, oldest first."""
+    """A fully read window ``[start_ms, end_ms]``; its records are built only when taken."""
 
-    start_ms: int
-    end_ms: int
-    #: (id, record) pairs sorted by (creationDate, id).
-    records: list[tuple[str, dict[str, t.Any]]]
+    def __init__(self, start_ms: int, end_ms: int, pages: list[Page], count: int) -> None:
+        """``count`` is the records fetched, re-read duplicates included."""
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.count = count
+        self._pages: list[Page] | None = pages
+        self._records: list[tuple[str, Record]] | None = None
+
+    def take(self) -> Iterator[tuple[str, Record]]:
+        """Yield (id, record) sorted by (creationDate, id), each id once; frees the pages.
+
+        Only the sort keys are held for the whole window; each record is built as it is
+        yielded, so a window costs its compact pages, not its records as dicts.
+        """
+        pages, self._pages = self._pages or [], None
+        unique: dict[str, tuple[int, Page, t.Any]] = {}
+        for page in pages:
+            for date, rid, item in page.keyed():
+                if rid not in unique:
+                    unique[rid] = (date, page, item)
+        del pages
+        order = sorted(unique.items(), key=lambda kv: (kv[1][0], kv[0]))
+        del unique
+        for rid, (_, page, item) in order:
+            yield rid, page.load(item)
+
+    @property
+    def records(self) -> list[tuple[str, Record]]:
+        """Every (id, record) pair at once (tests and small windows)."""
+        if self._records is None:
+            self._records = list(self.take())
+        return self._records
+
+
+class _Slot:
+    """A stretch of the log in the plan: a window being read (future) or still to plan."""
+
+    __slots__ = ("end", "future", "start")
+
+    def __init__(self, start: int, end: int, future: Future[Window | int] | None = None) -> None:
+        self.start = start
+        self.end = end
+        self.future = future
 
 
 class AuditWindowWalker:
@@ -51,81 +142,153 @@ class AuditWindowWalker:
         max_pages: int | None = None,
         initial_width_ms: int = 3_600_000,
         growth: int = 8,
+        workers: int = 1,
         on_window_start: Callable[[int, int], None] | None = None,
     ) -> None:
-        """``max_pages`` bounds what one window may hold before it is narrowed and re-read."""
+        """``max_pages`` bounds one window; ``workers`` windows are read at once at most."""
         self._fetch = fetch
         self.page_size = page_size
         self.target_records = page_size * target_pages
         self.max_records = page_size * (max_pages or 2 * target_pages)
         self.initial_width_ms = initial_width_ms
         self.growth = growth
+        self.workers = max(1, workers)
         self._on_window_start = on_window_start
+        self._lock = threading.Lock()
         #: Requests sent so far (for benchmarks and tests of request economy).
         self.requests = 0
         #: Windows abandoned as too dense and re-read narrower.
         self.narrowed = 0
+        self._seen_records = False
 
-    def fetch(self, start_ms: int, end_ms: int, offset: int) -> list[dict[str, t.Any]]:
+    def fetch(self, start_ms: int, end_ms: int, offset: int) -> Page:
         """One page; counted."""
-        self.requests += 1
-        return self._fetch(start_ms, end_ms, offset, self.page_size)
+        with self._lock:
+            self.requests += 1
+        got = self._fetch(start_ms, end_ms, offset, self.page_size)
+        return ListPage(got) if isinstance(got, list) else got
 
     def walk(self, lo: int, hi: int) -> Iterator[Window]:
         """Yield complete windows covering ``[lo, hi]`` in order; nothing newer than ``hi``."""
         width = self.initial_width_ms
         w0 = lo
+        # One window at a time until records turn up (empty windows cost one request each
+        # and tell how wide to go next); then, with a density to plan by, several at once.
         while w0 <= hi:
             w1 = min(hi, w0 + width - 1)
-            if self._on_window_start:
-                self._on_window_start(w0, w1)
-            found = self.read_window(w0, w1)
+            found = self._read(w0, w1)
             if isinstance(found, int):
                 self.narrowed += 1
                 width = found
                 continue
-            records = sorted(found.items(), key=lambda kv: (kv[1].get("creationDate", 0), kv[0]))
-            yield Window(w0, w1, records)
-            width = self._next_width(w1 - w0 + 1, len(records))
+            yield found
+            width = self._next_width(w1 - w0 + 1, found.count)
             w0 = w1 + 1
+            if found.count and self.workers > 1:
+                yield from self._walk_concurrently(w0, hi, width)
+                return
+
+    def _walk_concurrently(self, lo: int, hi: int, width: int) -> Iterator[Window]:
+        # The plan is a queue of slots in time order. At most `workers` windows are read or
+        # held at once, which bounds memory; the oldest is always being read, and a window
+        # found too dense goes back into the plan as a stretch to cut narrower.
+        if lo > hi:
+            return
+        plan: collections.deque[_Slot] = collections.deque([_Slot(lo, hi)])
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="audit-window") as pool:
+            try:
+                while plan:
+                    self._fill(plan, pool, width)
+                    head = plan[0]
+                    # _fill always starts the oldest slot, so the head has a future.
+                    found = t.cast("Future[Window | int]", head.future).result()
+                    if isinstance(found, int):
+                        self.narrowed += 1
+                        head.future = None
+                        width = found
+                        continue
+                    plan.popleft()
+                    span = head.end - head.start + 1
+                    # Windows planned ahead may be wider than this one: an empty one only
+                    # ever widens the plan.
+                    width = (
+                        max(width, span * self.growth)
+                        if found.count == 0
+                        else self._next_width(span, found.count)
+                    )
+                    yield found
+            finally:
+                for slot in plan:
+                    if slot.future is not None:
+                        slot.future.cancel()
+
+    def _fill(self, plan: collections.deque[_Slot], pool: ThreadPoolExecutor, width: int) -> None:
+        """Start windows oldest first until ``workers`` are out (the oldest always runs)."""
+        out = sum(1 for s in plan if s.future is not None)
+        i = 0
+        while i < len(plan):
+            slot = plan[i]
+            if slot.future is None:
+                if out >= self.workers and i > 0:
+                    break
+                w1 = min(slot.end, slot.start + width - 1)
+                window = _Slot(slot.start, w1, pool.submit(self._read, slot.start, w1))
+                if w1 >= slot.end:
+                    plan[i] = window
+                else:
+                    slot.start = w1 + 1
+                    plan.insert(i, window)
+                out += 1
+            i += 1
 
     def _next_width(self, span: int, count: int) -> int:
         if count == 0:
-            return span * self.growth
+            # Once records have turned up, an empty stretch is a gap before them, not the
+            # distant past: widen gently so as not to overshoot into them again.
+            return span * (2 if self._seen_records else self.growth)
         wanted = span * self.target_records // count
         return max(1, min(span * self.growth, max(span // self.growth, wanted)))
 
-    def read_window(self, w0: int, w1: int) -> dict[str, dict[str, t.Any]] | int:
-        """Every record in ``[w0, w1]`` by id, or a narrower width when the window is too dense."""
-        collected: dict[str, dict[str, t.Any]] = {}
+    def _read(self, w0: int, w1: int) -> Window | int:
+        if self._on_window_start:
+            self._on_window_start(w0, w1)
+        return self.read_window(w0, w1)
+
+    def read_window(self, w0: int, w1: int) -> Window | int:
+        """Every record in ``[w0, w1]``, or a narrower width when the window is too dense."""
+        pages: list[Page] = []
+        count = 0
         hi = w1
         while hi >= w0:
             page = self.fetch(w0, hi, 0)
-            self._add(collected, page)
-            if len(page) < self.page_size:
-                return collected
-            oldest = min(int(r.get("creationDate", hi)) for r in page)
+            pages.append(page)
+            count += page.count
+            if page.count < self.page_size:
+                return Window(w0, w1, pages, count)
+            oldest = page.oldest if page.oldest is not None else hi
             if oldest >= hi:
                 # A whole page in one millisecond: keyset cannot split it, offsets can.
-                self._read_millisecond(hi, len(page), collected)
+                count += self._read_millisecond(hi, page.count, pages)
                 hi -= 1
             else:
                 # Re-ask from the oldest millisecond seen: some of its records may be unread.
                 hi = oldest
-            if len(collected) > self.max_records and w1 > w0:
+            self._seen_records = True
+            if w1 > w0:
                 covered = max(1, w1 - hi)
-                return max(1, min(w1 - w0, covered * self.target_records // len(collected)))
-        return collected
+                # What the whole window will hold at the density read so far; stop early
+                # rather than read many pages only to throw them away.
+                projected = count * (w1 - w0 + 1) // covered
+                if count > self.max_records or projected > self.max_records:
+                    return max(1, min(w1 - w0, covered * self.target_records // count))
+        return Window(w0, w1, pages, count)
 
-    def _read_millisecond(self, ms: int, offset: int, into: dict[str, dict[str, t.Any]]) -> None:
+    def _read_millisecond(self, ms: int, offset: int, into: list[Page]) -> int:
+        added = 0
         while True:
             page = self.fetch(ms, ms, offset)
-            self._add(into, page)
-            if len(page) < self.page_size:
-                return
-            offset += len(page)
-
-    @staticmethod
-    def _add(into: dict[str, dict[str, t.Any]], page: list[dict[str, t.Any]]) -> None:
-        for record in page:
-            into.setdefault(record_id(record), record)
+            into.append(page)
+            added += page.count
+            if page.count < self.page_size:
+                return added
+            offset += page.count
