@@ -9,7 +9,6 @@ source is newer than what earlier runs emitted, at most once per user per source
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 import typing as t
@@ -18,6 +17,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError
 
+from tap_confluence.activity_ledger import Latest, Ledger, shared_audit_read
 from tap_confluence.audit import AUDIT_SCOPES, iso_to_ms, ms_to_iso
 from tap_confluence.audit_windows import AuditWindowWalker
 from tap_confluence.auth import AtlassianOAuthAuthenticator
@@ -55,83 +55,6 @@ def check_admin_settings(config: Mapping[str, t.Any]) -> bool:
             "set both (admin.atlassian.com > Settings > API keys) or neither."
         )
     return len(given) == 2
-
-
-@dataclasses.dataclass
-class Ledger:
-    """One source's memory across runs: the bookmark and who was active just before it.
-
-    A run re-reads from ``lower`` (bookmark less an overlap, for late or coarse data). Users
-    active at or after ``lower`` are remembered with their latest time, so a re-read emits
-    them only if something newer turned up; anyone not remembered was last seen before
-    ``lower``, so whatever the re-read finds for them is new.
-    """
-
-    overlap_ms: int
-    bookmark_ms: int | None = None
-    #: Earliest activity this run reads, fixed when the run starts (None: everything).
-    lower: int | None = None
-    known: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: When a state holds a bookmark but no memory, nothing at or before it counts as new.
-    default_known: int = -1
-
-    @classmethod
-    def load(cls, state: Mapping[str, t.Any], overlap_ms: int, floor_ms: int | None) -> Ledger:
-        """Read the ledger from a partition's state."""
-        raw = state.get("replication_key_value")
-        bookmark = iso_to_ms(dt.datetime.fromisoformat(str(raw))) if raw else None
-        recent = state.get("recent")
-        known = {str(k): int(v) for k, v in (recent or {}).items()}
-        default = bookmark if bookmark is not None and recent is None else -1
-        lows = [v for v in (floor_ms,) if v is not None]
-        if bookmark is not None:
-            lows.append(bookmark - overlap_ms)
-        return cls(overlap_ms, bookmark, max(lows) if lows else None, known, default)
-
-    def observe(self, account_id: str, at_ms: int) -> bool:
-        """Remember a user's activity; True when it is newer than anything emitted before."""
-        lower = self.lower
-        if lower is not None and at_ms < lower:
-            return False
-        known = self.known.get(account_id, self.default_known)
-        self.known[account_id] = max(at_ms, known)
-        if at_ms <= known:
-            return False
-        self.bookmark_ms = max(at_ms, self.bookmark_ms or at_ms)
-        return True
-
-    def save(self, state: dict[str, t.Any]) -> None:
-        """Write the bookmark (the newest activity ever emitted) and the recent users."""
-        if self.bookmark_ms is None:
-            return
-        state["replication_key"] = "lastActivityAt"
-        state["replication_key_value"] = ms_to_iso(self.bookmark_ms)
-        lower = self.bookmark_ms - self.overlap_ms
-        state["recent"] = {a: v for a, v in sorted(self.known.items()) if v >= lower}
-        self.default_known = -1
-
-
-class Latest:
-    """Each user's newest activity seen in one run, with what it was."""
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.by_user: dict[str, tuple[int, str]] = {}
-        self.events = 0
-
-    def offer(self, account_id: t.Any, at_ms: int, detail: str) -> None:
-        """Keep this activity if it is the user's newest so far."""
-        if not account_id:
-            return
-        self.events += 1
-        best = self.by_user.get(str(account_id))
-        if best is None or at_ms > best[0]:
-            self.by_user[str(account_id)] = (at_ms, detail)
-
-    def oldest_first(self) -> list[tuple[str, int, str]]:
-        """(accountId, time, detail) sorted by time, then accountId."""
-        rows = [(a, at, d) for a, (at, d) in self.by_user.items()]
-        return sorted(rows, key=lambda r: (r[1], r[0]))
 
 
 class _NotInOrganizationError(FatalAPIError):
@@ -184,14 +107,14 @@ class UserActivityStream(ConfluenceStream):
             if source == "audit"
             else CONTENT_OVERLAP_MS
         )
-        ledger = Ledger.load(state, overlap, self._start_ms())
+        ledger = Ledger.load(state, self._bookmark_ms(state), overlap, self._start_ms())
         latest = self._read_audit(ledger) if source == "audit" else self._read_content(ledger)
         emitted = 0
         for account_id, at_ms, detail in latest.oldest_first():
             if ledger.observe(account_id, at_ms):
                 emitted += 1
                 yield self._row(account_id, source, at_ms, detail)
-        ledger.save(state)
+        self._save(ledger, state)
         self._checkpoint()
         self.logger.info(
             "user_activity: %s: %d events by %d users read, %d rows with newer activity.",
@@ -200,6 +123,19 @@ class UserActivityStream(ConfluenceStream):
             len(latest.by_user),
             emitted,
         )
+
+    @staticmethod
+    def _bookmark_ms(state: Mapping[str, t.Any]) -> int | None:
+        raw = state.get("replication_key_value")
+        return _iso_ms(str(raw)) if raw else None
+
+    def _save(self, ledger: Ledger, state: dict[str, t.Any]) -> None:
+        # The ledger decides the bookmark: the SDK would keep the last row's value, which
+        # for late or unordered activity may be older than what was emitted before.
+        bookmark = ledger.save(state)
+        if bookmark is not None:
+            state["replication_key"] = self.replication_key
+            state["replication_key_value"] = ms_to_iso(bookmark)
 
     def _checkpoint(self) -> None:
         """Write STATE now: the ledger changed even when no row was emitted."""
@@ -235,8 +171,35 @@ class UserActivityStream(ConfluenceStream):
     # audit: the newest record each user authored.
 
     def _read_audit(self, ledger: Ledger) -> Latest:
-        latest = Latest()
-        lo, until = max(ledger.lower or 0, 0), int(time.time() * 1000)
+        lo = max(ledger.lower or 0, 0)
+        shared = shared_audit_read(self._tap)
+        if shared.covers_up_from(lo):
+            # audit_records read this run's log already: reuse it, reading only what lies
+            # before its start (when this stream's bookmark is older than its own).
+            latest, until = shared.latest, shared.end_ms
+            gap_requests = (
+                self._walk_audit(latest, lo, shared.start_ms - 1) if lo < shared.start_ms else 0
+            )
+            self.logger.info(
+                "user_activity: audit: reused audit_records' read of %s to %s; %d requests "
+                "for the part before it.",
+                ms_to_iso(shared.start_ms),
+                ms_to_iso(until),
+                gap_requests,
+            )
+            return latest
+        latest, until = Latest(), int(time.time() * 1000)
+        requests_sent = self._walk_audit(latest, lo, until)
+        self.logger.info(
+            "user_activity: audit: read %s to %s in %d requests.",
+            ms_to_iso(lo),
+            ms_to_iso(until),
+            requests_sent,
+        )
+        return latest
+
+    def _walk_audit(self, latest: Latest, lo: int, until: int) -> int:
+        """Offer every record in ``[lo, until]`` to ``latest``; return the requests sent."""
         url = f"{self.url_base}/wiki/rest/api/audit"
 
         def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict[str, t.Any]]:
@@ -246,28 +209,14 @@ class UserActivityStream(ConfluenceStream):
         walker = AuditWindowWalker(fetch, page_size=1000, target_pages=10)
         try:
             for window in walker.walk(lo, until):
-                for _, record in window.records:
-                    author = record.get("author") or {}
-                    obj = (record.get("affectedObject") or {}).get("name")
-                    detail = str(record.get("summary") or "audit record")
-                    latest.offer(
-                        author.get("accountId"),
-                        int(record["creationDate"]),
-                        f"{detail}: {obj}" if obj else detail,
-                    )
+                latest.offer_audit(record for _, record in window.records)
         except StreamAccessError as exc:
             raise self._source_error(
                 "audit",
                 exc,
                 "the Confluence Administrator global permission and read:audit-log:confluence",
             ) from None
-        self.logger.info(
-            "user_activity: audit: read %s to %s in %d requests.",
-            ms_to_iso(lo),
-            ms_to_iso(until),
-            walker.requests,
-        )
-        return latest
+        return walker.requests
 
     # content: the newest page, blog post, comment or attachment each user created or updated.
 
@@ -334,7 +283,7 @@ class UserActivityStream(ConfluenceStream):
 
     def _admin(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         state = self.get_context_state(context)
-        ledger = Ledger.load(state, ADMIN_OVERLAP_MS, None)
+        ledger = Ledger.load(state, self._bookmark_ms(state), ADMIN_OVERLAP_MS, None)
         users = self._licensed_account_ids()
         cursor = state.get("cursor")
         start = users.index(cursor) + 1 if cursor in users else 0
@@ -369,13 +318,13 @@ class UserActivityStream(ConfluenceStream):
                     )
             if done % ADMIN_CHECKPOINT_USERS == 0 and done < len(users):
                 state["cursor"] = account_id
-                ledger.save(state)
+                self._save(ledger, state)
                 self._checkpoint()
             if progress():
                 self.logger.info("user_activity: admin: %d of %d users.", done, len(users))
         state.pop("cursor", None)
         state.pop("passLower", None)
-        ledger.save(state)
+        self._save(ledger, state)
         if len(users) > start and missing == len(users) - start:
             msg = (
                 f"user_activity from admin: the Admin API knows none of the site's {missing} "
