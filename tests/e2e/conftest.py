@@ -152,7 +152,7 @@ class MeltanoProject:
 
 
 @pytest.fixture(scope="session")
-def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeltanoProject]:
     """The repo's meltano.yml in a temporary project, so tests never touch a developer's state."""
     if not MELTANO.is_file():
         pytest.fail(
@@ -169,7 +169,9 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
     project = MeltanoProject(root)
     install_dir = tmp_path_factory.mktemp("meltano-install")
     project.meltano("install", run_dir=install_dir, env={})
-    return project
+    yield project
+    # The plugin virtualenvs are the bulk of it; uv's cache makes the next install cheap.
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
