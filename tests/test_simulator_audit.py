@@ -143,3 +143,24 @@ def test_live_appends_are_stamped_now_so_a_pinned_end_date_excludes_them(
     assert read_all(simulator, endDate=pinned - 1) == [
         r for r in before if r["creationDate"] <= pinned - 1
     ]
+
+
+def test_a_cached_page_never_hides_records_added_since(simulator: SimulatorProcess):
+    first = audit(simulator, limit=5)["results"]
+    assert audit(simulator, limit=5)["results"] == first  # served from the page cache
+    added = simulator.control("audit/append", {"count": 1})["creationDates"][0]
+    now = audit(simulator, limit=5)["results"]
+    assert now[0]["creationDate"] == added
+    assert now[1:] == first[:4]
+    late = simulator.control("audit/append", {"count": 1, "late_by_ms": 1})["creationDates"][0]
+    window = audit(simulator, startDate=late, endDate=late)["results"]
+    assert late in [r["creationDate"] for r in window]
+
+
+def test_pages_for_the_same_records_match_whatever_the_end_date_beyond_them(
+    simulator: SimulatorProcess,
+):
+    newest = simulator.control("info")["audit_newest"]
+    a = audit(simulator, endDate=newest + 1, limit=50)
+    b = audit(simulator, endDate=newest + 999_999, limit=50)
+    assert a["results"] == b["results"]

@@ -99,7 +99,7 @@ def test_benchmark_script_reads_the_whole_log(tmp_path):
         check=True,
     )
     lines = [line for line in r.stdout.splitlines() if "records/s" in line]
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert all(line.split(":")[1].split()[0] == "2345" for line in lines)
 
 

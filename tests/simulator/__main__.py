@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--verbose", action="store_true", help="log each request on stderr")
+    p.add_argument("--page-cache-mb", type=int, default=1024, help="memory for encoded audit pages")
     d = DataOptions()
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--users", type=int, default=d.users, help="licensed users")
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         token_ttl=args.token_ttl,
         reuse_leeway=args.reuse_leeway,
         verbose=args.verbose,
+        page_cache_mb=args.page_cache_mb,
     )
     try:
         server = make_server(sim, args.host, args.port)

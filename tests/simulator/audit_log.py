@@ -136,6 +136,13 @@ class AuditMixin:
             f'"creationDate":{creation_date},{frag}}}'
         )
 
+    def audit_selection(self, start_ms: int, end_ms: int) -> tuple[int, int, int, int]:
+        """Identify the records [start_ms, end_ms] selects (for cache keys)."""
+        lo, hi = bisect_left(self.dates, start_ms), bisect_right(self.dates, end_ms)
+        with self.lock:
+            seqs = tuple(e.seq for e in self.extras if start_ms <= e.creation_date <= end_ms)
+        return lo, hi, len(seqs), hash(seqs)
+
     def audit_total(self) -> int:
         """Count every audit record, base and side lists."""
         return len(self.dates) + len(self.extras)

@@ -236,10 +236,11 @@ def group_members(sim: Simulator, req: Request) -> Response:
 
 
 class PageCache:
-    """A small LRU of encoded audit pages: repeated reads cost a dict lookup."""
+    """An LRU of encoded audit pages bounded by bytes: a warm page costs a dict lookup."""
 
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.lock = threading.Lock()
         self.items: OrderedDict[tuple[int, ...], tuple[bytes, int]] = OrderedDict()
 
@@ -252,11 +253,15 @@ class PageCache:
             return hit
 
     def put(self, key: tuple[int, ...], value: tuple[bytes, int]) -> None:
-        """Store a page, dropping the least recently used beyond the size."""
+        """Store a page, dropping the least recently used ones beyond the byte budget."""
         with self.lock:
+            if key in self.items:
+                return
             self.items[key] = value
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
+            self.bytes += len(value[0])
+            while self.bytes > self.max_bytes and self.items:
+                _, (old, _) = self.items.popitem(last=False)
+                self.bytes -= len(old)
 
 
 def _epoch_arg(req: Request, name: str, default: int) -> int:
@@ -285,7 +290,9 @@ def audit(sim: Simulator, req: Request) -> Response:
     start = req.int_arg("start", 0)
     limit = min(req.int_arg("limit", AUDIT_LIMIT), AUDIT_LIMIT)
     needle = req.arg("searchString") or ""
-    key = (start_ms, end_ms, start, limit, sim.data.extras_version, hash(needle))
+    # Keyed by what the bounds select, not their values, so a client that moves endDate
+    # to "now" on every run still reads warm pages.
+    key = (*sim.data.audit_selection(start_ms, end_ms), start, limit, hash(needle))
     cached = sim.page_cache.get(key)
     if cached is None:
         if needle:

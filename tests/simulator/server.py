@@ -52,6 +52,7 @@ class Simulator:
         token_ttl: int = 3600,
         reuse_leeway: int = 600,
         verbose: bool = False,
+        page_cache_mb: int = 1024,
     ) -> None:
         self.creds = creds or Credentials()
         self.data_opts = data_opts
@@ -60,7 +61,7 @@ class Simulator:
             self.creds, token_ttl=token_ttl, reuse_leeway=reuse_leeway
         )
         self.faults = FaultInjector(data_opts.seed, faults)
-        self.page_cache = confluence.PageCache()
+        self.page_cache = confluence.PageCache(page_cache_mb << 20)
         self.verbose = verbose
         self.stats_lock = threading.Lock()
         self.requests: dict[str, int] = {}
