@@ -209,7 +209,7 @@ class UserActivityStream(ConfluenceStream):
         walker = AuditWindowWalker(fetch, page_size=1000, target_pages=10)
         try:
             for window in walker.walk(lo, until):
-                latest.offer_audit(record for _, record in window.records)
+                latest.offer_audit(record for _, record in window.take())
         except StreamAccessError as exc:
             raise self._source_error(
                 "audit",

@@ -112,8 +112,9 @@ class Latest:
 class SharedAuditRead:
     """What audit_records read in this run, per author, so user_activity need not read it again.
 
-    audit_records calls ``begin`` with its range, ``add`` per complete window (before its rows
-    go out, as selection may strip fields from them) and ``finish`` once the range is read.
+    audit_records calls ``begin`` with its range, ``add`` per record of a complete window
+    (before the record goes out, as selection may strip fields from it) and ``finish`` once
+    the whole range is read.
     """
 
     def __init__(self) -> None:
@@ -127,9 +128,9 @@ class SharedAuditRead:
         """Start a read of ``[start_ms, end_ms]``."""
         self.latest, self.start_ms, self.end_ms, self.complete = Latest(), start_ms, end_ms, False
 
-    def add(self, records: Iterable[Mapping[str, t.Any]]) -> None:
-        """Take in one complete window's records."""
-        self.latest.offer_audit(records)
+    def add(self, record: Mapping[str, t.Any]) -> None:
+        """Take in one record of a complete window."""
+        self.latest.offer_audit((record,))
 
     def finish(self) -> None:
         """Mark the whole range as read."""

@@ -10,6 +10,7 @@ import zlib
 import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
+from tap_confluence.activity_ledger import shared_audit_read
 from tap_confluence.audit_windows import AuditWindowWalker, record_id
 from tap_confluence.client import ConfluenceStream, log_progress_every
 
@@ -156,6 +157,11 @@ class AuditRecordsStream(ConfluenceStream):
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         lo, until = self.window_bounds(context)
+        # user_activity takes each author's latest from this same read, so a run that selects
+        # both streams reads the log once. The range is the one asked for: the log holds
+        # nothing before the retention floor.
+        shared = shared_audit_read(self._tap)
+        shared.begin(lo, until)
         if until - lo > RETENTION_SLACK_DAYS * 86_400_000:
             lo = max(lo, self.retention_floor(until))
         progress = log_progress_every(5.0)
@@ -189,6 +195,8 @@ class AuditRecordsStream(ConfluenceStream):
         )
         for window in walker.walk(lo, until):
             for record_key, row in window.take():
+                # Before the row goes out: selection may strip fields from it.
+                shared.add(row)
                 row["id"] = record_key
                 row["createdAt"] = ms_to_iso(int(row["creationDate"]))
                 emitted += 1
@@ -199,6 +207,7 @@ class AuditRecordsStream(ConfluenceStream):
             # The generator resumes here only after the SDK has written the window's last
             # record and moved the bookmark, so this STATE covers exactly the read windows.
             self._write_state_message()
+        shared.finish()
         self.logger.info(
             "audit_records: %d records in %d requests (%d windows narrowed).",
             emitted,

@@ -93,11 +93,12 @@ class Window:
         self._pages: list[Page] | None = pages
         self._records: list[tuple[str, Record]] | None = None
 
-    def take(self) -> Iterator[tuple[str, Record]]:
-        """Yield (id, record) sorted by (creationDate, id), each id once; frees the pages.
+    def take(self) -> WindowRecords:
+        """Return the (id, record) pairs sorted by (creationDate, id), each id once.
 
-        Only the sort keys are held for the whole window; each record is built as it is
-        yielded, so a window costs its compact pages, not its records as dicts.
+        Only the sort keys are held for the whole window; records are built as they are
+        iterated, so a window costs its compact pages, not its records as dicts. The pages
+        are released from the window to the result.
         """
         pages, self._pages = self._pages or [], None
         unique: dict[str, tuple[int, Page, t.Any]] = {}
@@ -107,9 +108,7 @@ class Window:
                     unique[rid] = (date, page, item)
         del pages
         order = sorted(unique.items(), key=lambda kv: (kv[1][0], kv[0]))
-        del unique
-        for rid, (_, page, item) in order:
-            yield rid, page.load(item)
+        return WindowRecords([(rid, page, item) for rid, (_, page, item) in order])
 
     @property
     def records(self) -> list[tuple[str, Record]]:
@@ -117,6 +116,23 @@ class Window:
         if self._records is None:
             self._records = list(self.take())
         return self._records
+
+
+class WindowRecords:
+    """A window's (id, record) pairs, oldest first; every pass builds its records afresh."""
+
+    def __init__(self, order: list[tuple[str, Page, t.Any]]) -> None:
+        """``order``: (id, page, item) in emission order."""
+        self._order = order
+
+    def __len__(self) -> int:
+        """Return the number of distinct records."""
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[tuple[str, Record]]:
+        """Yield (id, record), decoding each record only now."""
+        for rid, page, item in self._order:
+            yield rid, page.load(item)
 
 
 class _Slot:
@@ -140,12 +156,16 @@ class AuditWindowWalker:
         page_size: int = 1000,
         target_pages: int = 10,
         max_pages: int | None = None,
-        initial_width_ms: int = 3_600_000,
+        initial_width_ms: int | None = None,
         growth: int = 8,
         workers: int = 1,
         on_window_start: Callable[[int, int], None] | None = None,
     ) -> None:
-        """``max_pages`` bounds one window; ``workers`` windows are read at once at most."""
+        """``max_pages`` bounds one window; ``workers`` windows are read at once at most.
+
+        Without ``initial_width_ms`` the first window is the whole range: one request when
+        little is new (an incremental run), and the density to plan by when much is.
+        """
         self._fetch = fetch
         self.page_size = page_size
         self.target_records = page_size * target_pages
@@ -170,7 +190,7 @@ class AuditWindowWalker:
 
     def walk(self, lo: int, hi: int) -> Iterator[Window]:
         """Yield complete windows covering ``[lo, hi]`` in order; nothing newer than ``hi``."""
-        width = self.initial_width_ms
+        width = self.initial_width_ms or max(1, hi - lo + 1)
         w0 = lo
         # One window at a time until records turn up (empty windows cost one request each
         # and tell how wide to go next); then, with a density to plan by, several at once.
@@ -245,7 +265,7 @@ class AuditWindowWalker:
         if count == 0:
             # Once records have turned up, an empty stretch is a gap before them, not the
             # distant past: widen gently so as not to overshoot into them again.
-            return span * (2 if self._seen_records else self.growth)
+            return span * (4 if self._seen_records else self.growth)
         wanted = span * self.target_records // count
         return max(1, min(span * self.growth, max(span // self.growth, wanted)))
 

@@ -299,3 +299,41 @@ def test_wrong_org_api_key_ends_only_the_admin_source_with_one_sentence(
     assert "refused org_api_key (401)" in run.stderr
     assert "Traceback" not in run.stderr
     assert "wrong-org-key" not in run.stdout + run.stderr
+
+
+def test_with_audit_records_selected_the_log_is_read_once(simulator_factory, tmp_path):
+    sim = simulator_factory(**SMALL)
+    config = sim.tap_config("classic_token")
+    alone = sync(tmp_path, sim, config, catalog(tmp_path, sim, "audit_records"))
+    audit_requests_alone = sim.stats()["requests"]["audit"]
+    sim.control("reset-stats", {})
+
+    both = sync(tmp_path, sim, config, catalog(tmp_path, sim, "audit_records", "user_activity"))
+    assert sim.stats()["requests"]["audit"] == audit_requests_alone
+    assert len(both.records("audit_records")) == len(alone.records("audit_records"))
+    latest: dict[str, int] = {}
+    for record in alone.records("audit_records"):
+        who = record["author"]["accountId"]
+        latest[who] = max(latest.get(who, 0), record["creationDate"])
+    assert {a: r["lastActivityAt"] for a, r in rows(both, "audit").items()} == {
+        a: iso(ms) for a, ms in latest.items()
+    }
+
+
+def test_user_activity_selected_later_still_covers_the_log_before_audit_records_bookmark(
+    simulator_factory, tmp_path
+):
+    sim = simulator_factory(**SMALL)
+    config = sim.tap_config("classic_token")
+    fresh = sync(tmp_path, sim, config, catalog(tmp_path, sim, "user_activity"))
+    earlier = sync(tmp_path, sim, config, catalog(tmp_path, sim, "audit_records"))
+    state = {"bookmarks": {"audit_records": earlier.final_state()["bookmarks"]["audit_records"]}}
+
+    sim.control("reset-stats", {})
+    later = sync(
+        tmp_path, sim, config, catalog(tmp_path, sim, "audit_records", "user_activity"), state
+    )
+    assert rows(later, "audit") == rows(fresh, "audit")
+    # audit_records re-read only its lookback; user_activity read what lies before it.
+    assert len(later.records("audit_records")) < len(earlier.records("audit_records"))
+    assert "reused audit_records' read" in later.stderr

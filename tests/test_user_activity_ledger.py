@@ -97,7 +97,7 @@ def test_audit_records_become_activity_of_their_author_with_summary_and_object()
 def test_shared_read_covers_only_once_complete_and_not_before_its_end():
     shared = SharedAuditRead()
     shared.begin(100, 200)
-    shared.add([{"author": {"accountId": "a"}, "creationDate": 150, "summary": "x"}])
+    shared.add({"author": {"accountId": "a"}, "creationDate": 150, "summary": "x"})
     assert not shared.covers_up_from(100), "an unfinished read is never reused"
     shared.finish()
     assert shared.covers_up_from(50)
