@@ -32,8 +32,9 @@ class Page(t.Protocol):
     """One page of the audit API: its size and oldest date now, its records when asked."""
 
     count: int
-    #: Smallest creationDate on the page; None when no record carried one.
+    #: Smallest and largest creationDate on the page; None when no record carried one.
     oldest: int | None
+    newest: int | None
 
     def keyed(self) -> list[tuple[int, str, t.Any]]:
         """Return ``(creationDate, id, item)`` per record; ``load(item)`` gives the record."""
@@ -41,6 +42,10 @@ class Page(t.Protocol):
 
     def load(self, item: t.Any) -> Record:
         """Return the record an item from ``keyed()`` stands for."""
+        ...
+
+    def release(self) -> None:
+        """Drop anything ``load`` unpacked; the page stays loadable."""
         ...
 
 
@@ -72,6 +77,7 @@ class ListPage:
         self.count = len(rows)
         dates = [int(r["creationDate"]) for r in rows if r.get("creationDate") is not None]
         self.oldest = min(dates) if dates else None
+        self.newest = max(dates) if dates else None
 
     def keyed(self) -> list[tuple[int, str, t.Any]]:
         """``(creationDate, id, record)`` per record."""
@@ -80,6 +86,9 @@ class ListPage:
     def load(self, item: t.Any) -> Record:
         """Return the record itself."""
         return t.cast("Record", item)
+
+    def release(self) -> None:
+        """Nothing to drop."""
 
 
 class Window:
@@ -131,8 +140,19 @@ class WindowRecords:
 
     def __iter__(self) -> Iterator[tuple[str, Record]]:
         """Yield (id, record), decoding each record only now."""
-        for rid, page, item in self._order:
-            yield rid, page.load(item)
+        # Sorted order visits each page's records as one run (pages are consecutive time
+        # slices), so keeping the last two pages unpacked costs two pages of memory.
+        recent: list[Page] = []
+        try:
+            for rid, page, item in self._order:
+                if page not in recent:
+                    recent.append(page)
+                    if len(recent) > 2:
+                        recent.pop(0).release()
+                yield rid, page.load(item)
+        finally:
+            for page in recent:
+                page.release()
 
 
 class _Slot:
@@ -279,8 +299,13 @@ class AuditWindowWalker:
         pages: list[Page] = []
         count = 0
         hi = w1
+        top = w1
         while hi >= w0:
             page = self.fetch(w0, hi, 0)
+            if not pages and page.newest is not None:
+                # Nothing is newer than the first page's newest record: measure density
+                # from there, or an empty stretch at the top makes the window look sparse.
+                top = page.newest
             pages.append(page)
             count += page.count
             if page.count < self.page_size:
@@ -295,10 +320,10 @@ class AuditWindowWalker:
                 hi = oldest
             self._seen_records = True
             if w1 > w0:
-                covered = max(1, w1 - hi)
+                covered = max(1, top - hi)
                 # What the whole window will hold at the density read so far; stop early
                 # rather than read many pages only to throw them away.
-                projected = count * (w1 - w0 + 1) // covered
+                projected = count * (top - w0 + 1) // covered
                 if count > self.max_records or projected > self.max_records:
                     return max(1, min(w1 - w0, covered * self.target_records // count))
         return Window(w0, w1, pages, count)
