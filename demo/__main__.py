@@ -99,6 +99,7 @@ def tap_env(sim: Simulator, workdir: Path) -> dict[str, str]:
         "TAP_CONFLUENCE_TOKEN_STORE_PATH": str(workdir / "tokens.json"),
         "MELTANO_DATABASE_URI": f"sqlite:///{workdir / 'meltano.db'}",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_ENVIRONMENT": "dev",  # the state ID read back below names it
     }
 
 
