@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -132,7 +133,7 @@ def test_concurrent_windows_are_emitted_oldest_first_even_when_later_ones_finish
     assert state["others"] >= 3 * walker.workers, "later windows finished while one was held"
     assert got == expected
     assert len(set(got)) == len(dates)
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in itertools.pairwise(windows):
         assert after.start_ms == before.end_ms + 1, "windows are contiguous and in order"
 
 
