@@ -228,6 +228,23 @@ def test_meltano_state_carries_the_audit_bookmark_of_the_newest_record(two_runs:
     assert as_utc(two_runs.bookmark_after_run_1) < as_utc(bookmark["replication_key_value"])
 
 
+def test_meltano_state_carries_a_bookmark_for_every_incremental_stream(two_runs: TwoRuns):
+    bookmarks = two_runs.site.state(STATE_ID)["singer_state"]["bookmarks"]
+    incremental = {
+        name: entry["replication_key"]
+        for name, entry in discovered(two_runs.catalog).items()
+        if entry.get("replication_key")
+    }
+    assert "audit_records" in incremental
+    for name, key in incremental.items():
+        bookmark = bookmarks[name]
+        # A stream may keep one bookmark, or one per partition (user_activity per source).
+        entries = [bookmark, *bookmark.get("partitions", [])]
+        values = [e["replication_key_value"] for e in entries if e.get("replication_key_value")]
+        assert values, f"{name} has no bookmark value in {bookmark}"
+        assert all(e["replication_key"] == key for e in entries if "replication_key" in e)
+
+
 def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns):
     issued = two_runs.sim.control("tokens")
     tokens = [t["token"] for key in ("access_tokens", "refresh_tokens") for t in issued[key]]
