@@ -18,7 +18,7 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_confluence.activity_ledger import Latest, Ledger, shared_audit_read
-from tap_confluence.audit import AUDIT_SCOPES, iso_to_ms, ms_to_iso
+from tap_confluence.audit import AUDIT_SCOPES, AuditPage, iso_to_ms, ms_to_iso
 from tap_confluence.audit_windows import AuditWindowWalker
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.client import ConfluenceStream, log_progress_every
@@ -31,6 +31,7 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
+    from tap_confluence.audit import AuditRecordsStream
     from tap_confluence.users import UsersStream
 
 MINUTE_MS = 60_000
@@ -191,7 +192,7 @@ class UserActivityStream(ConfluenceStream):
         latest, until = Latest(), int(time.time() * 1000)
         requests_sent = self._walk_audit(latest, lo, until)
         self.logger.info(
-            "user_activity: audit: read %s to %s in %d requests.",
+            "user_activity: audit: read %s (or the retention floor) to %s in %d requests.",
             ms_to_iso(lo),
             ms_to_iso(until),
             requests_sent,
@@ -200,13 +201,24 @@ class UserActivityStream(ConfluenceStream):
 
     def _walk_audit(self, latest: Latest, lo: int, until: int) -> int:
         """Offer every record in ``[lo, until]`` to ``latest``; return the requests sent."""
-        url = f"{self.url_base}/wiki/rest/api/audit"
+        # The audit stream's own tuning: retention floor, compact pages, concurrent windows.
+        audit = t.cast("AuditRecordsStream", self.confluence_tap.streams["audit_records"])
+        url = f"{self.url_base}{audit.path}"
+        requests_sent = 0
+        if until - lo > 366 * DAY_MS:
+            lo = max(lo, audit.retention_floor(until))
+            requests_sent += 1
 
-        def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict[str, t.Any]]:
+        def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
             params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-            return list(self.fetch_json(url, params).get("results") or [])
+            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage))
 
-        walker = AuditWindowWalker(fetch, page_size=1000, target_pages=10)
+        walker = AuditWindowWalker(
+            fetch,
+            page_size=audit.page_size,
+            target_pages=audit.target_pages,
+            workers=audit.concurrency,
+        )
         try:
             for window in walker.walk(lo, until):
                 latest.offer_audit(record for _, record in window.take())
@@ -216,7 +228,7 @@ class UserActivityStream(ConfluenceStream):
                 exc,
                 "the Confluence Administrator global permission and read:audit-log:confluence",
             ) from None
-        return walker.requests
+        return requests_sent + walker.requests
 
     # content: the newest page, blog post, comment or attachment each user created or updated.
 
