@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -311,10 +312,18 @@ class FileTokenStore:
             raise TokenStoreError(self._unwritable(exc)) from None
         try:
             self._acquire(lock_fd)
+            self._remove_stale_temps()
             yield _FileSession(self)
         finally:
             # Closing the descriptor releases the flock.
             os.close(lock_fd)
+
+    def _remove_stale_temps(self) -> None:
+        # Temp files are written only under the lock, so one found now was left by a run
+        # killed mid-save; it holds tokens, which must not linger beside the store.
+        for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def _acquire(self, lock_fd: int) -> None:
         deadline = time.monotonic() + self._lock_timeout
@@ -345,6 +354,10 @@ class FileTokenStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            raise TokenStoreError(
+                _corrupt_sentence(self.location, "it is not UTF-8 text")
+            ) from None
         except OSError as exc:
             reason = os.strerror(exc.errno or 0)
             raise TokenStoreError(_corrupt_sentence(self.location, reason)) from None
