@@ -11,6 +11,7 @@ import requests
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
@@ -301,8 +302,26 @@ class TapConfluence(Tap):
         except TapUserError as exc:
             cls.logger.error("%s", exc)  # noqa: TRY400
             raise click.exceptions.Exit(1) from None
+        except (RetriableAPIError, FatalAPIError, requests.RequestException) as exc:
+            # Retries are spent (or the answer can never succeed): one sentence, no traceback.
+            cls.logger.error("%s", gave_up_sentence(exc))  # noqa: TRY400
+            raise click.exceptions.Exit(1) from None
 
     @property
     def mode(self) -> AuthMode:
         """The resolved auth mode."""
         return self.auth_plan.mode
+
+
+def gave_up_sentence(exc: BaseException) -> str:
+    """Say why a run stopped after its retries, and that a rerun resumes from its last state."""
+    resume = "run it again later: it resumes from the last state this run emitted."
+    if isinstance(exc, RetriableAPIError):
+        what = str(exc).removesuffix("; retrying.").rstrip(".")
+        return f"{what} on every retry, so the run stopped; {resume}"
+    if isinstance(exc, requests.RequestException):
+        return (
+            f"The Confluence API could not be reached ({type(exc).__name__}) even after "
+            f"retries, so the run stopped; check the network and api_url, then {resume}"
+        )
+    return f"{exc} The run stopped; fix the cause, then {resume}"
