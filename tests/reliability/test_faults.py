@@ -1,0 +1,131 @@
+"""Under 429s, 5xx, resets, truncation, broken JSON and latency, nothing is lost or changed."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests.reliability.harness import (
+    FIGURES,
+    by_key,
+    kill_after_lines,
+    oauth_with_groups,
+    run_inprocess,
+    start_process,
+    tap_config,
+)
+
+KEYS = {
+    "users": ("cloudId", "accountId"),
+    "groups": ("cloudId", "id"),
+    "group_members": ("cloudId", "groupId", "accountId"),
+    "license_subscriptions": ("cloudId", "snapshotDate"),
+    "audit_records": ("cloudId", "id"),
+}
+RETRY_LINE = re.compile(r"retry \d+ in (\d+\.\d) s after HTTP (\d+)")
+
+
+def _logged_waits(stderr: str) -> list[tuple[float, int]]:
+    return [(float(m.group(1)), int(m.group(2))) for m in RETRY_LINE.finditer(stderr)]
+
+
+def _bookmark(state: dict | None) -> str:
+    assert state is not None, "no STATE message"
+    return state["bookmarks"]["audit_records"]["replication_key_value"]
+
+
+def test_full_sync_under_every_fault_delivers_the_fault_free_record_set(sims, tmp_path):
+    sim = sims(audit_records=50_000)
+    config = oauth_with_groups(
+        sim, tmp_path, email=sim.creds.email, api_token=sim.creds.classic_token
+    )
+    clean = run_inprocess(tmp_path, config)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    expected = {name: by_key(clean.records(name), keys) for name, keys in KEYS.items()}
+    assert len(expected["audit_records"]) == 50_000
+    assert all(expected.values()), "every stream has records to compare"
+
+    sim.control("reset-stats", {})
+    sim.control(
+        "faults",
+        {
+            "rate_limit_every": 3,
+            "retry_after": "1",
+            "error_rate": 0.05,
+            "reset_every": 11,
+            "truncate_every": 13,
+            "bad_json_every": 17,
+            "latency_ms": 200,
+        },
+    )
+    faulty = run_inprocess(tmp_path, config)
+    stats = sim.stats()
+    injected = stats["faults_injected"]
+    assert faulty.crashed is None, repr(faulty.crashed)
+    assert faulty.returncode == 0, faulty.stderr[-3000:]
+    for kind in ("rate_limit", "reset", "truncate", "bad_json", "latency"):
+        assert injected.get(kind, 0) > 0, f"no {kind} fault was injected: {injected}"
+    assert sum(n for k, n in injected.items() if k.startswith("error_5")) > 0
+
+    compared = 0
+    for name, keys in KEYS.items():
+        got = by_key(faulty.records(name), keys)
+        assert got.keys() == expected[name].keys(), name
+        assert got == expected[name], f"{name}: a record changed under faults"
+        compared += len(got)
+    assert _bookmark(faulty.last_state()) == _bookmark(clean.last_state())
+    assert stats["revoked_families"] == 0
+
+    waits = _logged_waits(faulty.stderr)
+    rate_limited = [w for w, status in waits if status == 429]
+    assert rate_limited, "the 429s were retried"
+    assert set(rate_limited) == {1.0}, "each 429 waited exactly its Retry-After of 1 s"
+    FIGURES.add("records_compared_under_faults", compared)
+    FIGURES.add("fault_runs")
+
+
+def test_absurd_retry_after_is_capped_and_the_sync_completes(sims, tmp_path):
+    sim = sims(users=20, guests=2, groups=4, audit_records=300)
+    sim.control("faults", {"rate_limit_every": 2, "retry_after": "9223372036854775807"})
+    config = tap_config(sim, tmp_path, "classic_token", max_retry_wait_seconds=1)
+    run = run_inprocess(tmp_path, config)
+    assert run.crashed is None, repr(run.crashed)
+    assert run.returncode == 0, run.stderr[-3000:]
+    waits = [w for w, status in _logged_waits(run.stderr) if status == 429]
+    assert waits, "the 429s were retried"
+    assert set(waits) == {1.0}, "Retry-After of 2**63 s was capped at max_retry_wait_seconds"
+    assert len(run.records("audit_records")) == 300
+    FIGURES.add("fault_runs")
+
+
+def test_giving_up_ends_with_one_sentence_and_a_state_that_resumes(sims, tmp_path):
+    sim = sims(users=20, guests=2, groups=4, audit_records=30_000)
+    config = tap_config(sim, tmp_path, "classic_token", max_retry_wait_seconds=1)
+    every = {r["id"] for r in run_inprocess(tmp_path, config).records("audit_records")}
+    assert len(every) == 30_000
+
+    # Slow the audit pages so the outage can start after the first audit STATE.
+    sim.control("faults", {"latency_ms": 150, "routes": ["audit"]})
+    proc, run_dir = start_process(tmp_path, config)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = (run_dir / "stdout").read_text()
+        if '"audit_records"' in text and '"replication_key_value"' in text:
+            break
+        time.sleep(0.02)
+    sim.control("faults", {"error_every": 1, "error_statuses": [500], "routes": ["audit"]})
+    failed = kill_after_lines(proc, run_dir, lines=10**9, timeout=180)
+    line = failed.assert_clean_failure()
+    assert "audit_records: 500 from /wiki/rest/api/audit on every retry" in line
+    assert "resumes from the last state" in line
+    partial = {r["id"] for r in failed.records("audit_records")}
+    assert 0 < len(partial) < len(every), "the outage began mid-stream"
+
+    sim.control("faults", {})
+    resumed = run_inprocess(tmp_path, config, state=failed.last_state())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rest = {r["id"] for r in resumed.records("audit_records")}
+    assert partial | rest == every
+    assert len(rest) < len(every), "the rerun resumed from the saved bookmark"
+    FIGURES.add("give_up_runs")
+    FIGURES.add("records_compared_after_give_up", len(every))
