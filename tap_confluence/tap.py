@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import io
+import json
 import typing as t
 from urllib.parse import urlsplit
 
@@ -21,6 +23,7 @@ from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
 from tap_confluence.output import BlockWriter
+from tap_confluence.state_input import parse_state
 from tap_confluence.token_store import check_store_settings, open_store
 from tap_confluence.users import UsersStream
 
@@ -298,6 +301,10 @@ class TapConfluence(Tap):
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run the tap; a user-facing error ends it with its one sentence and exit code 1."""
         try:
+            state = kwargs.get("state")
+            if state is not None:
+                # The SDK would crash on unusable state; check it and say what is wrong.
+                kwargs["state"] = io.StringIO(json.dumps(parse_state(state.read())))
             super().invoke(*args, **kwargs)
         except TapUserError as exc:
             cls.logger.error("%s", exc)  # noqa: TRY400

@@ -145,9 +145,13 @@ class Run:
         assert self.crashed is None, f"crashed with {type(self.crashed).__name__}: {self.crashed}"
         assert self.returncode != 0
         assert "Traceback" not in self.stderr, self.stderr[-3000:]
-        errors = self.error_lines()
+        errors = [e for e in self.error_lines() if not any(g in e for g in SDK_TRAILERS)]
         assert errors, f"no error line; stderr tail: {self.stderr[-2000:]}"
         return errors[-1]
+
+
+#: Generic lines the SDK logs around the tap's own error sentence.
+SDK_TRAILERS = ("Config validation failed", "An unhandled error occurred while syncing")
 
 
 def parse_lines(text: str) -> list[dict[str, Any]]:
