@@ -8,7 +8,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tests.simulator.faults import FaultConfig
-from tests.simulator.web import HTTPError, Request, Response, json_response
+from tests.simulator.web import (
+    HTTPError,
+    Request,
+    Response,
+    forward_params,
+    json_response,
+    links,
+    rel_link,
+)
 
 if TYPE_CHECKING:
     from tests.simulator.server import Simulator
@@ -138,6 +146,44 @@ def info(sim: Simulator, body: Body | None = None, post: bool = False) -> Any:
     }
 
 
+def _payload(sim: Simulator, body: Body, post: bool) -> Any:
+    route = str(body["route"])
+    results = body.get("results")
+    if results is None:
+        sim.payloads.pop(route, None)
+    elif not isinstance(results, list):
+        raise TypeError("payload needs 'results': a list of records, or null to clear")
+    else:
+        sim.payloads[route] = results
+    return {"routes": sorted(sim.payloads)}
+
+
+def payload_response(sim: Simulator, req: Request, results: list[Any]) -> Response:
+    """Serve given results as the route would: audit dates filtered, start/limit paging."""
+    if req.path.endswith("/audit"):
+        lo, hi = int(req.arg("startDate") or -(2**62)), int(req.arg("endDate") or 2**62)
+        results = [
+            r
+            for r in results
+            if not isinstance(r, dict)
+            or not isinstance(r.get("creationDate"), int)
+            or lo <= r["creationDate"] <= hi
+        ]
+    if req.path.endswith("/user/bulk"):
+        wanted = {x for v in req.query.get("accountId", []) for x in v.split(",")}
+        results = [
+            r for r in results if not isinstance(r, dict) or r.get("accountId", "") in wanted
+        ]
+    start, limit = req.int_arg("start", 0), req.int_arg("limit", 25)
+    page = results[start : start + limit]
+    extra = {}
+    if start + limit < len(results):
+        params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
+        extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
+    body = {"results": page, "start": start, "limit": limit, "size": len(page)}
+    return json_response(200, body | {"_links": links(sim.site_url, req, **extra)})
+
+
 ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/stats": lambda sim, body, post: sim.stats(),
     "/reset-stats": _reset,
@@ -152,4 +198,5 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/consent": _consent,
     "/expire-access-tokens": lambda sim, body, post: {"expired": sim.tokens.expire_access_tokens()},
     "/info": info,
+    "/payload": _payload,
 }

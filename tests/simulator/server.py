@@ -67,6 +67,8 @@ class Simulator:
         self.requests: dict[str, int] = {}
         self.responses: dict[str, dict[str, int]] = {}
         self.site_url = data_opts.site_url
+        #: Route name -> results served instead of the data set (POST /_sim/payload).
+        self.payloads: dict[str, list[Any]] = {}
 
     def bind(self, url: str) -> None:
         """Build the data once the listening URL (used in links) is known."""
@@ -181,6 +183,9 @@ class Simulator:
                     "User does not have permission to view the audit log",
                 )
             )
+        override = self.payloads.get(route.name)
+        if override is not None:
+            return control.payload_response(self, req, override)
         return route.handler(self, req)
 
 
