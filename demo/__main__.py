@@ -13,9 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
+
+from tests.simulator.fixture import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
@@ -41,46 +41,7 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-class Simulator:
-    """The simulated Confluence (tests/simulator) as a child process on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", "--port", "0", "--seed", "42"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            self.stop()
-            raise SystemExit(f"demo: the simulator did not start (it said {line!r}).")
-        self.url = line.split(" ", 1)[1]
-
-    def control(self, path: str, body: dict[str, Any]) -> Any:
-        """POST to the simulator's control API."""
-        req = urllib.request.Request(  # noqa: S310 - loopback URL we just started
-            f"{self.url}/_sim/{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            return json.loads(resp.read())
-
-    def stop(self) -> None:
-        """Stop the process this object started."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def tap_env(sim: Simulator, workdir: Path) -> dict[str, str]:
+def tap_env(sim: SimulatorProcess, workdir: Path) -> dict[str, str]:
     """Return the settings for OAuth plus an API token: every stream, licence seats included."""
     refresh_token = sim.control("grant", {"scopes": DEMO_SCOPES, "admin": True})["refresh_token"]
     return {
@@ -141,11 +102,15 @@ def main() -> int:
     """Run the whole demo and stop the simulator whatever happens."""
     if not MELTANO.is_file():
         raise SystemExit("demo: Meltano is not installed in .tools/meltano; run ./scripts/demo.")
-    workdir = Path(tempfile.mkdtemp(prefix="tap-confluence-demo-"))
     say("Installing the plugins (tap-confluence, target-duckdb) with Meltano")
     meltano("install", "tap-confluence", "target-duckdb", env={})
     DATABASE.unlink(missing_ok=True)
-    sim = Simulator()
+    workdir = Path(tempfile.mkdtemp(prefix="tap-confluence-demo-"))
+    try:
+        sim = SimulatorProcess(workdir / "simulator", seed=42)
+    except RuntimeError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise SystemExit(f"demo: the simulated site did not start: {exc}") from None
     try:
         print(f"Simulated Confluence site at {sim.url} (seeded; no account, no network)")
         env = tap_env(sim, workdir)

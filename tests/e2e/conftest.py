@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.pg import PostgresUnavailableError, ThrowawayPostgres
+from tests.simulator.fixture import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
@@ -54,56 +53,13 @@ def postgres() -> Iterator[ThrowawayPostgres]:
         pg.stop()
 
 
-class SimulatorProcess:
-    """The simulator as its own process on a free loopback port, as a real Confluence would be."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", "--port", "0", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            self.stop()
-            pytest.fail(f"the simulator did not start (first line: {line!r})", pytrace=False)
-        self.url = line.split(" ", 1)[1]
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call the simulator's control API (`/_sim/...`): POST with a body, else GET."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.url}/_sim/{path.lstrip('/')}",
-            data=data,
-            method="GET" if body is None else "POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-
-    def stop(self) -> None:
-        """Stop the process this object started."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-
 @pytest.fixture(scope="session")
-def start_simulator() -> Iterator[Any]:
-    """Start simulators as processes (`start_simulator(*cli_args)`); all stop at session end."""
+def start_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start simulators as processes (`start_simulator(seed=42, ...)`); all stop at session end."""
     started: list[SimulatorProcess] = []
 
-    def start(*args: str) -> SimulatorProcess:
-        sim = SimulatorProcess(*args)
+    def start(**options: Any) -> SimulatorProcess:
+        sim = SimulatorProcess(tmp_path_factory.mktemp("simulator"), **options)
         started.append(sim)
         return sim
 

@@ -38,7 +38,7 @@ def report(project: MeltanoProject, database: Path, *args: str) -> str:
 def test_duckdb_demo_loader_lands_every_row_twice_without_duplicates_and_reports_seats(
     meltano_project: MeltanoProject, start_simulator: Any, tmp_path: Path
 ):
-    sim = start_simulator("--seed", str(SEED))
+    sim = start_simulator(seed=SEED)
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     database = tmp_path / "demo.duckdb"
     env = tap_env("TAP_CONFLUENCE", site_config(sim, SITE_A_CLOUD_ID, token))

@@ -23,11 +23,11 @@ from tests.e2e.conftest import (
     SEED,
     SITE_A_CLOUD_ID,
     PipelineSite,
-    SimulatorProcess,
     site_config,
     tap_env,
 )
 from tests.simulator.data import DataOptions, Dataset
+from tests.simulator.fixture import SimulatorProcess
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def as_utc(value: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def two_runs(pipeline: PipelineSite, start_simulator: Any) -> TwoRuns:
-    sim = start_simulator("--seed", str(SEED))
+    sim = start_simulator(seed=SEED)
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     pipeline.env.update(tap_env("TAP_CONFLUENCE", site_config(sim, SITE_A_CLOUD_ID, token)))
     pipeline.env["TAP_CONFLUENCE_TOKEN_STORE_PATH"] = str(pipeline.run_dir / "site-a-token.json")
@@ -272,7 +272,7 @@ def test_second_site_through_inherit_from_lands_in_the_same_tables_without_colli
 ):
     site = two_runs.site
     # Same seed, so both sites hold the very same accountIds: only cloudId tells them apart.
-    sim_b = start_simulator("--seed", str(SEED), "--cloud-id", SITE_B_CLOUD_ID)
+    sim_b = start_simulator(seed=SEED, cloud_id=SITE_B_CLOUD_ID)
     token_b = sim_b.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     site.env.update(tap_env("TAP_CONFLUENCE__SITE_B", site_config(sim_b, SITE_B_CLOUD_ID, token_b)))
     site.run("run", "tap-confluence--site-b", "target-postgres")
