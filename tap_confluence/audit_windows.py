@@ -36,8 +36,8 @@ class Page(t.Protocol):
     oldest: int | None
     newest: int | None
 
-    def keyed(self) -> list[tuple[int, str, t.Any]]:
-        """Return ``(creationDate, id, item)`` per record; ``load(item)`` gives the record."""
+    def keyed(self) -> list[tuple[int, bytes, t.Any]]:
+        """Return ``(creationDate, digest, item)`` per record; ``load(item)`` is the record."""
         ...
 
     def load(self, item: t.Any) -> Record:
@@ -55,8 +55,8 @@ Fetch = t.Callable[[int, int, int, int], "list[Record] | Page"]
 _SORTED = msgspec.json.Encoder(order="sorted")
 
 
-def record_id(record: Record, *, has_floats: bool = True) -> str:
-    """Stable id of an audit record: sha256 hex of the canonical JSON of its API fields.
+def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
+    """sha256 of the canonical JSON of an audit record's API fields (``record_id`` in bytes).
 
     Canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
     msgspec's sorted encoder writes the same bytes, about ten times faster, for every value
@@ -64,8 +64,13 @@ def record_id(record: Record, *, has_floats: bool = True) -> str:
     """
     if has_floats:
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode()).hexdigest()
-    return hashlib.sha256(_SORTED.encode(record)).hexdigest()
+        return hashlib.sha256(text.encode()).digest()
+    return hashlib.sha256(_SORTED.encode(record)).digest()
+
+
+def record_id(record: Record, *, has_floats: bool = True) -> str:
+    """Stable id of an audit record: sha256 hex of the canonical JSON of its API fields."""
+    return record_digest(record, has_floats=has_floats).hex()
 
 
 class ListPage:
@@ -79,9 +84,9 @@ class ListPage:
         self.oldest = min(dates) if dates else None
         self.newest = max(dates) if dates else None
 
-    def keyed(self) -> list[tuple[int, str, t.Any]]:
-        """``(creationDate, id, record)`` per record."""
-        return [(r.get("creationDate", 0), record_id(r), r) for r in self._rows]
+    def keyed(self) -> list[tuple[int, bytes, t.Any]]:
+        """``(creationDate, digest, record)`` per record."""
+        return [(r.get("creationDate", 0), record_digest(r), r) for r in self._rows]
 
     def load(self, item: t.Any) -> Record:
         """Return the record itself."""
@@ -94,9 +99,15 @@ class ListPage:
 class Window:
     """A fully read window ``[start_ms, end_ms]``; its records are built only when taken."""
 
-    def __init__(self, start_ms: int, end_ms: int, pages: list[Page], count: int) -> None:
-        """``count`` is the records fetched, re-read duplicates included."""
+    def __init__(
+        self, start_ms: int, end_ms: int, pages: list[Page], count: int, *, trim: bool = False
+    ) -> None:
+        """``count`` is the records fetched, re-read duplicates included.
+
+        ``trim`` drops records older than ``start_ms`` (pages kept from a window cut short).
+        """
         self.start_ms = start_ms
+        self.trim = trim
         self.end_ms = end_ms
         self.count = count
         self._pages: list[Page] | None = pages
@@ -110,14 +121,16 @@ class Window:
         are released from the window to the result.
         """
         pages, self._pages = self._pages or [], None
-        unique: dict[str, tuple[int, Page, t.Any]] = {}
-        for page in pages:
-            for date, rid, item in page.keyed():
-                if rid not in unique:
-                    unique[rid] = (date, page, item)
-        del pages
-        order = sorted(unique.items(), key=lambda kv: (kv[1][0], kv[0]))
-        return WindowRecords([(rid, page, item) for rid, (_, page, item) in order])
+        # One small tuple per record; a record read twice (a page boundary re-asked, or an
+        # identical event) has the same date and digest, so it lands next to its twin.
+        entries = [
+            (date, digest, number, item)
+            for number, page in enumerate(pages)
+            for date, digest, item in page.keyed()
+            if not (self.trim and date < self.start_ms)
+        ]
+        entries.sort(key=_date_and_digest)
+        return WindowRecords(pages, entries)
 
     @property
     def records(self) -> list[tuple[str, Record]]:
@@ -130,13 +143,21 @@ class Window:
 class WindowRecords:
     """A window's (id, record) pairs, oldest first; every pass builds its records afresh."""
 
-    def __init__(self, order: list[tuple[str, Page, t.Any]]) -> None:
-        """``order``: (id, page, item) in emission order."""
-        self._order = order
+    def __init__(self, pages: list[Page], entries: list[tuple[int, bytes, int, t.Any]]) -> None:
+        """``entries``: (date, digest, page number, item) sorted by date and digest."""
+        self._pages = pages
+        self._entries = entries
 
     def __len__(self) -> int:
         """Return the number of distinct records."""
-        return len(self._order)
+        return sum(1 for _ in self._distinct())
+
+    def _distinct(self) -> Iterator[tuple[bytes, int, t.Any]]:
+        last = b""
+        for _, digest, number, item in self._entries:
+            if digest != last:
+                last = digest
+                yield digest, number, item
 
     def __iter__(self) -> Iterator[tuple[str, Record]]:
         """Yield (id, record), decoding each record only now."""
@@ -144,15 +165,34 @@ class WindowRecords:
         # slices), so keeping the last two pages unpacked costs two pages of memory.
         recent: list[Page] = []
         try:
-            for rid, page, item in self._order:
+            for digest, number, item in self._distinct():
+                page = self._pages[number]
                 if page not in recent:
                     recent.append(page)
                     if len(recent) > 2:
                         recent.pop(0).release()
-                yield rid, page.load(item)
+                yield digest.hex(), page.load(item)
         finally:
             for page in recent:
                 page.release()
+
+
+def _date_and_digest(entry: tuple[int, bytes, int, t.Any]) -> tuple[int, bytes]:
+    return entry[0], entry[1]
+
+
+class Narrowed:
+    """A window found too dense: the width to retry with, and the stretch already read.
+
+    ``kept`` holds the pages of ``(hi, w1]``, complete (keyset paging reads a window from
+    its newest end), as a window of its own to emit after ``[w0, hi]``: nothing read is
+    thrown away, and being compressed pages, keeping it costs little.
+    """
+
+    def __init__(self, width: int, kept: Window) -> None:
+        """``kept`` starts just after the part still to read."""
+        self.width = width
+        self.kept = kept
 
 
 class _Slot:
@@ -160,7 +200,9 @@ class _Slot:
 
     __slots__ = ("end", "future", "start")
 
-    def __init__(self, start: int, end: int, future: Future[Window | int] | None = None) -> None:
+    def __init__(
+        self, start: int, end: int, future: Future[Window | Narrowed] | None = None
+    ) -> None:
         self.start = start
         self.end = end
         self.future = future
@@ -212,40 +254,61 @@ class AuditWindowWalker:
         """Yield complete windows covering ``[lo, hi]`` in order; nothing newer than ``hi``."""
         width = self.initial_width_ms or max(1, hi - lo + 1)
         w0 = lo
+        kept: list[Window] = []  # stretches already read, newest first, each after the rest
         # One window at a time until records turn up (empty windows cost one request each
         # and tell how wide to go next); then, with a density to plan by, several at once.
         while w0 <= hi:
-            w1 = min(hi, w0 + width - 1)
+            bound = kept[-1].start_ms - 1 if kept else hi
+            if w0 > bound:
+                done = kept.pop()
+                yield done
+                w0 = done.end_ms + 1
+                continue
+            w1 = min(bound, w0 + width - 1)
             found = self._read(w0, w1)
-            if isinstance(found, int):
+            if isinstance(found, Narrowed):
                 self.narrowed += 1
-                width = found
+                width = found.width
+                kept.append(found.kept)
                 continue
             yield found
             width = self._next_width(w1 - w0 + 1, found.count)
             w0 = w1 + 1
             if found.count and self.workers > 1:
-                yield from self._walk_concurrently(w0, hi, width)
+                yield from self._walk_concurrently(w0, hi, width, kept)
                 return
 
-    def _walk_concurrently(self, lo: int, hi: int, width: int) -> Iterator[Window]:
+    def _walk_concurrently(
+        self, lo: int, hi: int, width: int, kept: list[Window]
+    ) -> Iterator[Window]:
         # The plan is a queue of slots in time order. At most `workers` windows are read or
         # held at once, which bounds memory; the oldest is always being read, and a window
         # found too dense goes back into the plan as a stretch to cut narrower.
-        if lo > hi:
-            return
-        plan: collections.deque[_Slot] = collections.deque([_Slot(lo, hi)])
+        plan: collections.deque[_Slot] = collections.deque()
+        for stretch in reversed(kept):  # newest first; each starts after the one before
+            if lo < stretch.start_ms:
+                plan.append(_Slot(lo, stretch.start_ms - 1))
+            ready: Future[Window | Narrowed] = Future()
+            ready.set_result(stretch)
+            plan.append(_Slot(stretch.start_ms, stretch.end_ms, ready))
+            lo = stretch.end_ms + 1
+        if lo <= hi:
+            plan.append(_Slot(lo, hi))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="audit-window") as pool:
             try:
                 while plan:
                     self._fill(plan, pool, width)
                     head = plan[0]
                     # _fill always starts the oldest slot, so the head has a future.
-                    found = t.cast("Future[Window | int]", head.future).result()
-                    if isinstance(found, int):
+                    found = t.cast("Future[Window | Narrowed]", head.future).result()
+                    if isinstance(found, Narrowed):
                         self.narrowed += 1
-                        head.future = None
-                        width = found
+                        width = found.width
+                        # Read the rest narrower; the part read already follows it.
+                        done: Future[Window | Narrowed] = Future()
+                        done.set_result(found.kept)
+                        plan[0] = _Slot(head.start, found.kept.start_ms - 1)
+                        plan.insert(1, _Slot(found.kept.start_ms, head.end, done))
                         continue
                     plan.popleft()
                     span = head.end - head.start + 1
@@ -289,13 +352,13 @@ class AuditWindowWalker:
         wanted = span * self.target_records // count
         return max(1, min(span * self.growth, max(span // self.growth, wanted)))
 
-    def _read(self, w0: int, w1: int) -> Window | int:
+    def _read(self, w0: int, w1: int) -> Window | Narrowed:
         if self._on_window_start:
             self._on_window_start(w0, w1)
         return self.read_window(w0, w1)
 
-    def read_window(self, w0: int, w1: int) -> Window | int:
-        """Every record in ``[w0, w1]``, or a narrower width when the window is too dense."""
+    def read_window(self, w0: int, w1: int) -> Window | Narrowed:
+        """Every record in ``[w0, w1]``, or what was read and a narrower width if too dense."""
         pages: list[Page] = []
         count = 0
         hi = w1
@@ -319,13 +382,14 @@ class AuditWindowWalker:
                 # Re-ask from the oldest millisecond seen: some of its records may be unread.
                 hi = oldest
             self._seen_records = True
-            if w1 > w0:
+            if w1 > w0 and hi >= w0:
                 covered = max(1, top - hi)
                 # What the whole window will hold at the density read so far; stop early
                 # rather than read many pages only to throw them away.
                 projected = count * (top - w0 + 1) // covered
                 if count > self.max_records or projected > self.max_records:
-                    return max(1, min(w1 - w0, covered * self.target_records // count))
+                    width = max(1, min(hi - w0 + 1, covered * self.target_records // count))
+                    return Narrowed(width, Window(hi + 1, w1, pages, count, trim=True))
         return Window(w0, w1, pages, count)
 
     def _read_millisecond(self, ms: int, offset: int, into: list[Page]) -> int:
