@@ -42,8 +42,10 @@ def keep_large_buffers_out_of_the_heap() -> None:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return
-    m_mmap_threshold = -3
+    m_mmap_threshold, m_arena_max = -3, -8
     mallopt(m_mmap_threshold, 128 * 1024)
+    # Worker threads would each get a heap of their own, each keeping its free memory.
+    mallopt(m_arena_max, 2)
 
 
 class _Dated(msgspec.Struct):

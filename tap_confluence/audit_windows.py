@@ -198,14 +198,21 @@ class Narrowed:
 class _Slot:
     """A stretch of the log in the plan: a window being read (future) or still to plan."""
 
-    __slots__ = ("end", "future", "start")
+    __slots__ = ("end", "future", "kept", "start")
 
     def __init__(
-        self, start: int, end: int, future: Future[Window | Narrowed] | None = None
+        self,
+        start: int,
+        end: int,
+        future: Future[Window | Narrowed] | None = None,
+        *,
+        kept: bool = False,
     ) -> None:
         self.start = start
         self.end = end
         self.future = future
+        #: Already read (compressed pages of a window cut short): takes no worker.
+        self.kept = kept
 
 
 class AuditWindowWalker:
@@ -270,6 +277,10 @@ class AuditWindowWalker:
                 self.narrowed += 1
                 width = found.width
                 kept.append(found.kept)
+                if self.workers > 1:
+                    # The density is known now: read on several windows at once.
+                    yield from self._walk_concurrently(w0, hi, width, kept)
+                    return
                 continue
             yield found
             width = self._next_width(w1 - w0 + 1, found.count)
@@ -290,7 +301,7 @@ class AuditWindowWalker:
                 plan.append(_Slot(lo, stretch.start_ms - 1))
             ready: Future[Window | Narrowed] = Future()
             ready.set_result(stretch)
-            plan.append(_Slot(stretch.start_ms, stretch.end_ms, ready))
+            plan.append(_Slot(stretch.start_ms, stretch.end_ms, ready, kept=True))
             lo = stretch.end_ms + 1
         if lo <= hi:
             plan.append(_Slot(lo, hi))
@@ -308,7 +319,7 @@ class AuditWindowWalker:
                         done: Future[Window | Narrowed] = Future()
                         done.set_result(found.kept)
                         plan[0] = _Slot(head.start, found.kept.start_ms - 1)
-                        plan.insert(1, _Slot(found.kept.start_ms, head.end, done))
+                        plan.insert(1, _Slot(found.kept.start_ms, head.end, done, kept=True))
                         continue
                     plan.popleft()
                     span = head.end - head.start + 1
@@ -327,7 +338,7 @@ class AuditWindowWalker:
 
     def _fill(self, plan: collections.deque[_Slot], pool: ThreadPoolExecutor, width: int) -> None:
         """Start windows oldest first until ``workers`` are out (the oldest always runs)."""
-        out = sum(1 for s in plan if s.future is not None)
+        out = sum(1 for s in plan if s.future is not None and not s.kept)
         i = 0
         while i < len(plan):
             slot = plan[i]
