@@ -141,6 +141,12 @@ class TapConfluence(Tap):
             default=300,
             description="Longest wait before a retry, however long Retry-After asks for.",
         ),
+        th.Property(
+            "audit_concurrency",
+            th.IntegerType,
+            default=4,
+            description="Audit log time windows fetched at once during a backfill (1 to 16).",
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
