@@ -6,6 +6,7 @@ import typing as t
 from urllib.parse import quote
 
 from tap_confluence.client import ConfluenceStream, log_progress_every
+from tap_confluence.conform import conform, field_types
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -18,6 +19,9 @@ SEARCH_USER_CAP = 10_000
 BULK_MAX_IDS = 200
 #: Keep user/bulk request lines under 8 KiB; longer ones are refused by proxies (CONFCLOUD-76894).
 BULK_MAX_QUERY_BYTES = 7_000
+
+#: Atlassian account ids are at most 128 characters.
+MAX_ACCOUNT_ID_LENGTH = 128
 
 #: sitePermissionTypeFilter value -> the tag each record gets in ``sitePermission``.
 PERMISSION_FILTERS = (("none", "licensed"), ("externalCollaborator", "guest"))
@@ -50,6 +54,7 @@ class UsersStream(ConfluenceStream):
     required_scopes = (CONTENT_SCOPE,)
     permission_hint = "the 'Can use' global permission (and the read:content-details scope)"
     page_size = 200
+    _types: dict[str, tuple[str, ...]] | None = None
 
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """Search all users of one permission type, 200 per page (the API's maximum)."""
@@ -65,9 +70,12 @@ class UsersStream(ConfluenceStream):
         for api_filter, tag in PERMISSION_FILTERS:
             seen = 0
             pending: list[dict[str, t.Any]] = []
+            skipped = 0
             for result in self.request_records({"filter": api_filter}):
-                user = dict(result.get("user") or {})
-                if not user.get("accountId"):
+                user = dict(result.get("user") or {}) if isinstance(result, dict) else {}
+                account_id = user.get("accountId")
+                if not isinstance(account_id, str) or not account_id.strip():
+                    skipped += 1
                     continue
                 user["sitePermission"] = tag
                 user["lastModified"] = result.get("lastModified")
@@ -85,6 +93,13 @@ class UsersStream(ConfluenceStream):
                         self.logger.info("users: %d records so far (%s).", total, tag)
             yield from self._with_status(pending)
             total += len(pending)
+            if skipped:
+                self.logger.warning(
+                    "users: skipped %d %s search results without a text accountId, the key "
+                    "every row needs; the API returned malformed users.",
+                    skipped,
+                    tag,
+                )
             if seen >= SEARCH_USER_CAP:
                 self.logger.warning(
                     "users: search/user stopped at %d %s users, its per-query cap; the site may "
@@ -96,7 +111,8 @@ class UsersStream(ConfluenceStream):
     def _with_status(self, users: list[dict[str, t.Any]]) -> Iterator[dict[str, t.Any]]:
         """Fill accountStatus from user/bulk (search/user does not return it)."""
         status: dict[str, t.Any] = {}
-        ids = [u["accountId"] for u in users]
+        # An id longer than any Atlassian issues would only make user/bulk refuse the batch.
+        ids = [u["accountId"] for u in users if len(u["accountId"]) <= MAX_ACCOUNT_ID_LENGTH]
         for batch in bulk_batches(ids):
             body = self.fetch_json(
                 f"{self.url_base}/wiki/rest/api/user/bulk",
@@ -111,9 +127,18 @@ class UsersStream(ConfluenceStream):
                 user["locale"] = full["locale"]
             yield self._shape(user)
 
-    @staticmethod
-    def _shape(user: dict[str, t.Any]) -> dict[str, t.Any]:
+    def _shape(self, user: dict[str, t.Any]) -> dict[str, t.Any]:
         # Links and expandables describe the API, not the person.
         for noise in ("_links", "_expandable", "operations", "details", "personalSpace"):
             user.pop(noise, None)
+        if self._types is None:
+            self._types = field_types(self.schema)
+        changed = conform(user, self._types)
+        if changed:
+            self.logger.warning(
+                "users: %s of user %s had the wrong type and were converted to text or "
+                "emptied; the API returned a malformed user.",
+                ", ".join(changed),
+                user["accountId"][:64],
+            )
         return user
