@@ -1,0 +1,115 @@
+"""The ceiling: the least work that extracts the same data, to compare the tap against.
+
+``python -m benchmarks.ceiling audit|users URL EMAIL TOKEN`` fetches the same pages the tap
+fetches from the same simulator with one keep-alive ``requests`` session, parses each page's
+JSON and writes every record to stdout as a Singer RECORD line with the fastest JSON encoder
+installed (orjson, else msgspec, else the standard library). No state, no schema, no typing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from tap_confluence.users import bulk_batches
+
+AUDIT_PAGE = 1000
+USER_PAGE = 200
+
+
+def encoder() -> tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]:
+    """The fastest JSON (encode, decode) pair available, and its name."""
+    try:
+        import orjson
+    except ImportError:
+        pass
+    else:
+        return "orjson", orjson.dumps, orjson.loads
+    try:
+        import msgspec
+    except ImportError:
+        import json
+
+        return "json", lambda v: json.dumps(v).encode(), json.loads
+    enc, dec = msgspec.json.Encoder(), msgspec.json.Decoder()
+    return "msgspec", enc.encode, dec.decode
+
+
+def audit(session: requests.Session, base: str, out: Any) -> int:
+    """Offset-page the whole audit log, 1000 a page; return the records written."""
+    _, dumps, loads = encoder()
+    n = start = 0
+    while True:
+        r = session.get(
+            f"{base}/wiki/rest/api/audit", params={"start": start, "limit": AUDIT_PAGE}, timeout=120
+        )
+        r.raise_for_status()
+        page = loads(r.content)["results"]
+        for rec in page:
+            out.write(dumps({"type": "RECORD", "stream": "audit_records", "record": rec}))
+            out.write(b"\n")
+        n += len(page)
+        if len(page) < AUDIT_PAGE:
+            return n
+        start += len(page)
+
+
+def users(session: requests.Session, base: str, out: Any) -> int:
+    """Search licensed users then guests, 200 a page, each page's status from user/bulk."""
+    _, dumps, loads = encoder()
+    n = 0
+    for pfilter in ("none", "externalCollaborator"):
+        start = 0
+        while True:
+            r = session.get(
+                f"{base}/wiki/rest/api/search/user",
+                params={
+                    "cql": "type=user",
+                    "sitePermissionTypeFilter": pfilter,
+                    "start": start,
+                    "limit": USER_PAGE,
+                },
+                timeout=120,
+            )
+            r.raise_for_status()
+            body = loads(r.content)
+            found = [x["user"] for x in body["results"]]
+            status: dict[str, Any] = {}
+            # The same request-line limit as the tap, or the server refuses the call.
+            for batch in bulk_batches([u["accountId"] for u in found]):
+                b = session.get(
+                    f"{base}/wiki/rest/api/user/bulk",
+                    params=[("limit", USER_PAGE), *(("accountId", a) for a in batch)],
+                    timeout=120,
+                )
+                b.raise_for_status()
+                status.update((u["accountId"], u) for u in loads(b.content)["results"])
+            for user in found:
+                user["accountStatus"] = status.get(user["accountId"], {}).get("accountStatus")
+                out.write(dumps({"type": "RECORD", "stream": "users", "record": user}))
+                out.write(b"\n")
+            n += len(found)
+            if len(found) < USER_PAGE or not body["_links"].get("next"):
+                break
+            start += len(found)
+    return n
+
+
+def main(argv: list[str]) -> int:
+    """Run one ceiling loop; print the record count and encoder on stderr."""
+    what, base, email, token = argv
+    out = sys.stdout.buffer
+    with requests.Session() as session:
+        session.auth = (email, token)
+        session.headers["Accept"] = "application/json"
+        n = audit(session, base, out) if what == "audit" else users(session, base, out)
+    out.flush()
+    print(f"ceiling {what}: {n} records, encoder {encoder()[0]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
