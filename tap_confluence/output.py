@@ -57,13 +57,36 @@ class BlockWriter(MsgSpecWriter):
             self.flush()
 
 
+#: Python types each JSON Schema type admits (bool is checked apart: it is an int subclass).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+}
+
+
+def _admitted(schema: dict[str, t.Any]) -> tuple[tuple[type, ...], bool, bool]:
+    """(Python types, whether bool is one, whether null is) for a property's schema."""
+    kinds = schema.get("type") or []
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    types = tuple(tp for kind in kinds for tp in _JSON_TYPES.get(kind, ()))
+    return types, "boolean" in kinds, "null" in kinds
+
+
 class ShapedRecords(Stream):
-    """Stream mix-in: records leave with only their selected schema fields, unconformed."""
+    """Stream mix-in: records leave with only their selected schema fields, type-checked."""
 
     # The API's JSON already has the schema's types; conforming every value cost the most.
+    # The top-level check below names and nulls the odd value instead.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     _selection: tuple[frozenset[str], bool] | None = None
+    _admits: dict[str, tuple[tuple[type, ...], bool, bool]] | None = None
+    _warned: set[str] | None = None
 
     def selected_fields(self) -> tuple[frozenset[str], bool]:
         """Top-level fields to keep, and whether any nested field is deselected."""
@@ -72,14 +95,56 @@ class ShapedRecords(Stream):
             keep = frozenset(k for k in self.schema["properties"] if mask[("properties", k)])
             nested_off = any(len(crumb) > 2 and not on for crumb, on in mask.items())
             self._selection = (keep, nested_off)
+            props = self.schema["properties"]
+            self._admits = {k: _admitted(props[k]) for k in keep}
+            self._warned = set()
         return self._selection
+
+    def _warn_once(self, key: str, message: str, *args: t.Any) -> None:
+        warned = t.cast("set[str]", self._warned)
+        if key not in warned:
+            warned.add(key)
+            self.logger.warning(message, *args)
+
+    def _check_types(self, record: dict[str, t.Any]) -> None:
+        """Null (and name, once per field) any top-level value of a type the schema forbids."""
+        admits = t.cast("dict[str, tuple[tuple[type, ...], bool, bool]]", self._admits)
+        for key, value in record.items():
+            types, bool_ok, null_ok = admits[key]
+            if isinstance(value, types) and (bool_ok or value.__class__ is not bool):
+                continue
+            kinds = self.schema["properties"][key].get("type")
+            if null_ok:
+                record[key] = None
+            self._warn_once(
+                f"type:{key}",
+                "%s: the API sent %s for %s, which the schema types as %s; %s (further such "
+                "values of this field are handled the same way without another warning).",
+                self.name,
+                type(value).__name__,
+                key,
+                kinds,
+                "emitted it as null" if null_ok else "emitted it as sent",
+            )
 
     def _generate_record_messages(
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
         """Like the SDK's, minus its per-record walks: project onto the selected fields."""
         keep, nested_off = self.selected_fields()
-        record = {k: v for k, v in record.items() if k in keep}
+        shaped = {k: v for k, v in record.items() if k in keep}
+        if len(shaped) < len(record):
+            unknown = sorted(k for k in record if k not in self.schema["properties"])
+            if unknown:
+                self._warn_once(
+                    "unknown",
+                    "%s: left out fields the schema does not have: %s (the API added them; "
+                    "they are not loaded).",
+                    self.name,
+                    ", ".join(unknown[:20]),
+                )
+        record = shaped
+        self._check_types(record)
         if nested_off:
             # Rare (a catalog deselecting e.g. author.displayName): the SDK's walk is right.
             pop_deselected_record_properties(record, self.schema, self.mask)
