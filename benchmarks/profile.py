@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
+    from benchmarks.__main__ import warm_bytecode_cache
+
+    warm_bytecode_cache()
     with tempfile.TemporaryDirectory(prefix="tapconf-profile-") as tmp:
         root = Path(tmp)
         work = Workdir(root)
