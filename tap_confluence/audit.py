@@ -186,10 +186,12 @@ class AuditRecordsStream(ConfluenceStream):
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         lo, until = self.window_bounds(context)
         # user_activity takes each author's latest from this same read, so a run that selects
-        # both streams reads the log once. The range is the one asked for: the log holds
+        # both streams reads the log once; without user_activity there is nothing to offer. The range is the one asked for: the log holds
         # nothing before the retention floor.
-        shared = shared_audit_read(self._tap)
-        shared.begin(lo, until)
+        activity = self._tap.streams.get("user_activity")
+        shared = shared_audit_read(self._tap) if activity and activity.selected else None
+        if shared:
+            shared.begin(lo, until)
         if until - lo > 366 * 86_400_000:
             # Only a first run or one after a long pause can reach past the retention period.
             lo = max(lo, self.retention_floor(until))
@@ -227,7 +229,8 @@ class AuditRecordsStream(ConfluenceStream):
         for window in walker.walk(lo, until):
             for record_key, row in window.take():
                 # Before the row goes out: selection may strip fields from it.
-                shared.add(row)
+                if shared:
+                    shared.add(row)
                 row["id"] = record_key
                 created = row.get("creationDate")
                 if type(created) is int:
@@ -252,7 +255,8 @@ class AuditRecordsStream(ConfluenceStream):
             # The generator resumes here only after the SDK has written the window's last
             # record and moved the bookmark, so this STATE covers exactly the read windows.
             self._write_state_message()
-        shared.finish()
+        if shared:
+            shared.finish()
         self.logger.info(
             "audit_records: %d records in %d requests (%d windows narrowed).",
             emitted,
