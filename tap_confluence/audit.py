@@ -186,8 +186,8 @@ class AuditRecordsStream(ConfluenceStream):
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         lo, until = self.window_bounds(context)
         # user_activity takes each author's latest from this same read, so a run that selects
-        # both streams reads the log once; without user_activity there is nothing to offer. The range is the one asked for: the log holds
-        # nothing before the retention floor.
+        # both streams reads the log once; without user_activity there is nothing to offer.
+        # The range is the one asked for: the log holds nothing before the retention floor.
         activity = self._tap.streams.get("user_activity")
         shared = shared_audit_read(self._tap) if activity and activity.selected else None
         if shared:
