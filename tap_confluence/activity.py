@@ -38,8 +38,11 @@ MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 #: Content search dates have minute resolution: re-read one minute before the bookmark.
 CONTENT_OVERLAP_MS = MINUTE_MS
-#: Admin API dates lag up to 24 hours; a day seen late must still count as new.
-ADMIN_OVERLAP_MS = 3 * DAY_MS
+#: Admin API dates lag up to 24 hours, and a seat holder may get their first row long after
+#: the newest date seen (newly licensed, or never asked before). Remembering everyone active in
+#: the last 120 days (90-day idle-seat window plus slack) gives every such user a row; the cost
+#: is about 55 bytes of state per user active in that window.
+ADMIN_OVERLAP_MS = 120 * DAY_MS
 CONTENT_TYPES = "page, blogpost, comment, attachment"
 CONTENT_SCOPES = (frozenset({"search:confluence"}), frozenset({"read:content-details:confluence"}))
 #: How often (in users) an Admin API pass saves where it is, so a killed run resumes there.

@@ -337,3 +337,28 @@ def test_user_activity_selected_later_still_covers_the_log_before_audit_records_
     # audit_records re-read only its lookback; user_activity read what lies before it.
     assert len(later.records("audit_records")) < len(earlier.records("audit_records"))
     assert "reused audit_records' read" in later.stderr
+
+
+def test_user_first_seen_active_days_before_the_bookmark_still_gets_an_admin_row(
+    simulator_factory, tmp_path
+):
+    # A seat holder with no admin row yet (never active, or newly licensed) whose last active
+    # date lies well behind the newest date seen must still get a row: otherwise the idle-seat
+    # query counts a seat used ten days ago as idle.
+    sim = simulator_factory(**SMALL)
+    config = sim.tap_config("classic_token", **ORG)
+    cat = catalog(tmp_path, sim, "user_activity")
+    first = sync(tmp_path, sim, config, cat)
+    admin_rows = rows(first, "admin")
+    without_row = [u for u in licensed_users(sim) if u not in admin_rows]
+    assert without_row, "the simulated site needs a licensed user with no admin activity"
+    who = without_row[0]
+    newest = max(r["lastActivityDate"] for r in admin_rows.values())
+    ten_days_before = (dt.date.fromisoformat(newest) - dt.timedelta(days=10)).isoformat()
+    sim.control("admin/last-active", {"account_id": who, "date": ten_days_before})
+
+    second = sync(tmp_path, sim, config, cat, state=first.final_state())
+    assert [
+        (r["accountId"], r["source"], r["lastActivityDate"])
+        for r in second.records("user_activity")
+    ] == [(who, "admin", ten_days_before)]
