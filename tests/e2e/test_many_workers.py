@@ -59,8 +59,11 @@ class Worker:
     env: dict[str, str]
     outputs: list[str] = field(default_factory=list)
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        proc = self.project.meltano(*args, run_dir=self.run_dir, env=self.env, check=False)
+    def run(
+        self, *args: str, extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env | (extra or {})
+        proc = self.project.meltano(*args, run_dir=self.run_dir, env=env, check=False)
         self.outputs += [proc.stdout, proc.stderr]
         return proc
 
@@ -162,8 +165,17 @@ def many_workers(
                 # start a pipeline the other worker is running, as an orchestrator's retry
                 # of a job it believes stuck would.
                 args = ["run", "--no-install", "--force", plugin, "target-postgres"]
+                # target-postgres's upsert (temp table, INSERT ... LEFT JOIN, UPDATE) is not
+                # safe against a second loader writing the same rows at once: it fails with a
+                # duplicate key now and then (MeltanoLabs/target-postgres#411). The taps and
+                # the token store still race as they should; the second worker's rows go to a
+                # schema of their own, and the first worker's load is the one checked.
+                second = {"TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": f"{SCHEMA}_second_writer"}
                 with ThreadPoolExecutor(2) as pool:
-                    futures = [(w.name, pool.submit(w.run, *args)) for w in workers]
+                    futures = [
+                        (w.name, pool.submit(w.run, *args, extra=second if i else None))
+                        for i, w in enumerate(workers)
+                    ]
                 results = {name: future.result() for name, future in futures}
             else:
                 worker = workers[number % 2]
