@@ -15,24 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.simulator.fixture import SimulatorProcess
+from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
 DATABASE = REPO / "demo" / "confluence.duckdb"
 LOADER_PYTHON = REPO / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
 STATE_ID = "dev:tap-confluence-to-target-duckdb"
-# Every scope the tap can use, so that groups and memberships show up too.
-DEMO_SCOPES = [
-    "read:content-details:confluence",
-    "read:audit-log:confluence",
-    "read:configuration:confluence",
-    "manage:confluence-configuration",
-    "search:confluence",
-    "read:group:confluence",
-    "read:user:confluence",
-    "offline_access",
-]
 NEW_AUDIT_RECORDS = 40
 
 
@@ -43,7 +32,7 @@ def say(text: str) -> None:
 
 def tap_env(sim: SimulatorProcess, workdir: Path) -> dict[str, str]:
     """Return the settings for OAuth plus an API token: every stream, licence seats included."""
-    refresh_token = sim.control("grant", {"scopes": DEMO_SCOPES, "admin": True})["refresh_token"]
+    refresh_token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     return {
         "TAP_CONFLUENCE_CLOUD_ID": "0f0f0f0f-1111-4222-8333-444455556666",
         "TAP_CONFLUENCE_API_URL": sim.url,

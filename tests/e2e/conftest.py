@@ -25,17 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"
 SEED = 42
 SITE_A_CLOUD_ID = "0f0f0f0f-1111-4222-8333-444455556666"  # the simulator's default
-# Every scope the tap can use, so that groups and memberships are extracted too.
-ALL_SCOPES = [
-    "read:content-details:confluence",
-    "read:audit-log:confluence",
-    "read:configuration:confluence",
-    "manage:confluence-configuration",
-    "search:confluence",
-    "read:group:confluence",
-    "read:user:confluence",
-    "offline_access",
-]
 # Prefixes of settings a developer may have exported; a test must see only its own.
 FOREIGN_ENV_PREFIXES = ("TAP_CONFLUENCE", "TARGET_POSTGRES", "TARGET_DUCKDB", "MELTANO_")
 

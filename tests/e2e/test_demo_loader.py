@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import (
-    ALL_SCOPES,
     REPO,
     SEED,
     SITE_A_CLOUD_ID,
@@ -19,6 +18,7 @@ from tests.e2e.conftest import (
     tap_env,
 )
 from tests.simulator.data import DataOptions, Dataset
+from tests.simulator.fixture import ALL_SCOPES
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import (
-    ALL_SCOPES,
     SEED,
     SITE_A_CLOUD_ID,
     PipelineSite,
@@ -27,7 +26,7 @@ from tests.e2e.conftest import (
     tap_env,
 )
 from tests.simulator.data import DataOptions, Dataset
-from tests.simulator.fixture import SimulatorProcess
+from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

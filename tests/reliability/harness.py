@@ -32,6 +32,15 @@ from tests.simulator.fixture import REPO_ROOT, SimulatorProcess
 _RUN_IDS = itertools.count(1)
 _INPROCESS_LOCK = threading.Lock()
 
+#: Primary keys of the streams the reliability suite compares, as the tap declares them.
+KEYS = {
+    "users": ("cloudId", "accountId"),
+    "groups": ("cloudId", "id"),
+    "group_members": ("cloudId", "groupId", "accountId"),
+    "license_subscriptions": ("cloudId", "snapshotDate"),
+    "audit_records": ("cloudId", "id"),
+}
+
 
 class Figures:
     """Counters the suite reports at the end (runs, faults, records compared, kills)."""

@@ -6,19 +6,13 @@ import re
 
 from tests.reliability.harness import (
     FIGURES,
+    KEYS,
     by_key,
     oauth_with_groups,
     run_inprocess,
     tap_config,
 )
 
-KEYS = {
-    "users": ("cloudId", "accountId"),
-    "groups": ("cloudId", "id"),
-    "group_members": ("cloudId", "groupId", "accountId"),
-    "license_subscriptions": ("cloudId", "snapshotDate"),
-    "audit_records": ("cloudId", "id"),
-}
 RETRY_LINE = re.compile(r"retry \d+ in (\d+\.\d) s after HTTP (\d+)")
 
 

@@ -6,6 +6,7 @@ import random
 
 from tests.reliability.harness import (
     FIGURES,
+    KEYS,
     by_key,
     kill_after_lines,
     oauth_with_groups,
@@ -13,13 +14,6 @@ from tests.reliability.harness import (
     start_process,
 )
 
-KEYS = {
-    "users": ("cloudId", "accountId"),
-    "groups": ("cloudId", "id"),
-    "group_members": ("cloudId", "groupId", "accountId"),
-    "license_subscriptions": ("cloudId", "snapshotDate"),
-    "audit_records": ("cloudId", "id"),
-}
 KILLS = 20
 
 

@@ -17,6 +17,17 @@ from tests.simulator.auth import Credentials
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
 MODES = ("oauth", "scoped_token", "classic_token", "oauth_plus_token")
+#: Every scope the tap can use, so that a grant of these extracts groups and memberships too.
+ALL_SCOPES = [
+    "read:content-details:confluence",
+    "read:audit-log:confluence",
+    "read:configuration:confluence",
+    "manage:confluence-configuration",
+    "search:confluence",
+    "read:group:confluence",
+    "read:user:confluence",
+    "offline_access",
+]
 
 
 class SimulatorProcess:
