@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import functools
 import time
 import typing as t
 import zlib
@@ -56,23 +57,21 @@ class _Envelope(msgspec.Struct):
     results: list[_Dated] = msgspec.field(default_factory=list)
 
 
-class _RawEnvelope(msgspec.Struct):
-    results: list[msgspec.Raw] = msgspec.field(default_factory=list)
+class _Rows(msgspec.Struct):
+    results: list[dict[str, t.Any]] = msgspec.field(default_factory=list)
 
 
 _read_dates = msgspec.json.Decoder(_Envelope).decode
-_read_raw = msgspec.json.Decoder(_RawEnvelope).decode
-_decode_record = msgspec.json.Decoder().decode
 
 
 class AuditPage:
     """One audit API page kept as compressed bytes until its window is complete.
 
     Only the dates are decoded on arrival (the walker needs them to page on); whole records
-    are built when the window is emitted, so windows read ahead cost little memory.
+    are built once, when the window is emitted, so windows read ahead cost little memory.
     """
 
-    __slots__ = ("_body", "_raws", "count", "newest", "oldest")
+    __slots__ = ("_body", "count", "newest", "oldest", "undated")
 
     def __init__(self, body: bytes) -> None:
         """Read the dates (an incomplete body raises ValueError, so it is fetched again)."""
@@ -81,44 +80,50 @@ class AuditPage:
         dates = [r.creationDate for r in results if r.creationDate is not None]
         self.oldest = min(dates) if dates else None
         self.newest = max(dates) if dates else None
+        self.undated = len(dates) < self.count
         # Level 1 shrinks these pages about tenfold at little cost, and zlib lets other
         # threads run meanwhile.
         self._body = zlib.compress(body, 1)
-        self._raws: list[msgspec.Raw] | None = None
 
-    def keyed(self) -> list[tuple[int, bytes, int]]:
-        """``(creationDate, digest, index)`` per record; digests as ``record_id``'s."""
+    def digested(self) -> list[tuple[int, bytes, dict[str, t.Any]]]:
+        """``(creationDate or 0, digest, record)`` per record; digests as ``record_id``'s."""
         floats: list[bool] = []
 
         def note_float(value: t.Any) -> float:
             floats.append(True)
             return float(value)
 
-        decode = msgspec.json.Decoder(float_hook=note_float).decode
-        out = []
-        for index, raw in enumerate(_read_raw(zlib.decompress(self._body)).results):
-            row = decode(raw)
-            out.append(
-                (row.get("creationDate") or 0, record_digest(row, has_floats=bool(floats)), index)
-            )
-            floats.clear()
-        return out
+        rows = (
+            msgspec.json.Decoder(_Rows, float_hook=note_float)
+            .decode(zlib.decompress(self._body))
+            .results
+        )
+        # The fast canonical encoding is exact for every value but floats: a page with one
+        # takes the standard library's for all its records.
+        exact = not floats
+        return [
+            (row.get("creationDate") or 0, record_digest(row, has_floats=not exact), row)
+            for row in rows
+        ]
 
-    def load(self, item: int) -> dict[str, t.Any]:
-        """Return record number ``item`` of the page (unpacking the page once)."""
-        if self._raws is None:
-            self._raws = _read_raw(zlib.decompress(self._body)).results
-        return t.cast("dict[str, t.Any]", _decode_record(self._raws[item]))
 
-    def release(self) -> None:
-        """Drop the unpacked page; it stays compressed."""
-        self._raws = None
+#: Proleptic Gregorian ordinal of 1970-01-01, day 0 of epoch milliseconds.
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_day(day: int) -> str:
+    return dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
 
 
 def ms_to_iso(ms: int) -> str:
     """Epoch milliseconds as ISO 8601 UTC with milliseconds, e.g. 2026-01-31T09:15:02.123Z."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # Plain arithmetic below the day, which records in time order mostly share.
+    day, ms = divmod(ms, 86_400_000)
+    second, milli = divmod(ms, 1000)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{_iso_day(day)}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
 def iso_to_ms(value: dt.datetime) -> int:

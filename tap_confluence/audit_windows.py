@@ -13,6 +13,7 @@ This module knows nothing of Singer or HTTP.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import hashlib
 import json
@@ -29,23 +30,17 @@ Record = dict[str, t.Any]
 
 
 class Page(t.Protocol):
-    """One page of the audit API: its size and oldest date now, its records when asked."""
+    """One page of the audit API: its size and date range now, its records when asked."""
 
     count: int
     #: Smallest and largest creationDate on the page; None when no record carried one.
     oldest: int | None
     newest: int | None
+    #: Whether any record came without a creationDate (it sorts as 0).
+    undated: bool
 
-    def keyed(self) -> list[tuple[int, bytes, t.Any]]:
-        """Return ``(creationDate, digest, item)`` per record; ``load(item)`` is the record."""
-        ...
-
-    def load(self, item: t.Any) -> Record:
-        """Return the record an item from ``keyed()`` stands for."""
-        ...
-
-    def release(self) -> None:
-        """Drop anything ``load`` unpacked; the page stays loadable."""
+    def digested(self) -> list[tuple[int, bytes, Record]]:
+        """Return ``(creationDate or 0, digest, record)`` per record, decoding the page once."""
         ...
 
 
@@ -83,17 +78,11 @@ class ListPage:
         dates = [int(r["creationDate"]) for r in rows if r.get("creationDate") is not None]
         self.oldest = min(dates) if dates else None
         self.newest = max(dates) if dates else None
+        self.undated = len(dates) < len(rows)
 
-    def keyed(self) -> list[tuple[int, bytes, t.Any]]:
-        """``(creationDate, digest, record)`` per record."""
-        return [(r.get("creationDate", 0), record_digest(r), r) for r in self._rows]
-
-    def load(self, item: t.Any) -> Record:
-        """Return the record itself."""
-        return t.cast("Record", item)
-
-    def release(self) -> None:
-        """Nothing to drop."""
+    def digested(self) -> list[tuple[int, bytes, Record]]:
+        """``(creationDate or 0, digest, record)`` per record."""
+        return [(r.get("creationDate") or 0, record_digest(r), r) for r in self._rows]
 
 
 class Window:
@@ -113,24 +102,41 @@ class Window:
         self._pages: list[Page] | None = pages
         self._records: list[tuple[str, Record]] | None = None
 
-    def take(self) -> WindowRecords:
-        """Return the (id, record) pairs sorted by (creationDate, id), each id once.
+    def take(self) -> Iterator[tuple[str, Record]]:
+        """Yield (id, record) pairs sorted by (creationDate, id), each id once.
 
-        Only the sort keys are held for the whole window; records are built as they are
-        iterated, so a window costs its compact pages, not its records as dicts. The pages
-        are released from the window to the result.
+        Pages arrive newest first, each a slice of time that shares at most its boundary
+        millisecond with the next. So the pages are taken oldest first, each decoded once,
+        and a record goes out as soon as no newer page can hold anything older: one page
+        and a boundary millisecond of records in memory, whatever the window's size. The
+        result is the window's full sort; a record read twice (a boundary millisecond re-read,
+        or an identical event) has the same date and digest, so it meets its twin here.
         """
         pages, self._pages = self._pages or [], None
-        # One small tuple per record; a record read twice (a page boundary re-asked, or an
-        # identical event) has the same date and digest, so it lands next to its twin.
-        entries = [
-            (date, digest, number, item)
-            for number, page in enumerate(pages)
-            for date, digest, item in page.keyed()
-            if not (self.trim and date < self.start_ms)
-        ]
-        entries.sort(key=_date_and_digest)
-        return WindowRecords(pages, entries)
+        # floors[i]: the oldest date on any page newer than page i (read before it).
+        floors: list[int | None] = []
+        floor: int | None = None
+        for page in pages:
+            floors.append(floor)
+            oldest = 0 if page.undated else page.oldest
+            if oldest is not None:
+                floor = oldest if floor is None else min(floor, oldest)
+        pending: list[tuple[int, bytes, Record]] = []
+        last = b""
+        while pages:
+            # Oldest first, each page dropped as soon as it is decoded.
+            entries = pages.pop().digested()
+            if self.trim:
+                entries = [e for e in entries if e[0] >= self.start_ms]
+            pending += entries
+            pending.sort(key=_date_and_digest)
+            bound = floors.pop()
+            cut = len(pending) if bound is None else bisect.bisect_left(pending, bound, key=_date)
+            for _, digest, record in pending[:cut]:
+                if digest != last:
+                    last = digest
+                    yield digest.hex(), record
+            del pending[:cut]
 
     @property
     def records(self) -> list[tuple[str, Record]]:
@@ -140,45 +146,12 @@ class Window:
         return self._records
 
 
-class WindowRecords:
-    """A window's (id, record) pairs, oldest first; every pass builds its records afresh."""
-
-    def __init__(self, pages: list[Page], entries: list[tuple[int, bytes, int, t.Any]]) -> None:
-        """``entries``: (date, digest, page number, item) sorted by date and digest."""
-        self._pages = pages
-        self._entries = entries
-
-    def __len__(self) -> int:
-        """Return the number of distinct records."""
-        return sum(1 for _ in self._distinct())
-
-    def _distinct(self) -> Iterator[tuple[bytes, int, t.Any]]:
-        last = b""
-        for _, digest, number, item in self._entries:
-            if digest != last:
-                last = digest
-                yield digest, number, item
-
-    def __iter__(self) -> Iterator[tuple[str, Record]]:
-        """Yield (id, record), decoding each record only now."""
-        # Sorted order visits each page's records as one run (pages are consecutive time
-        # slices), so keeping the last two pages unpacked costs two pages of memory.
-        recent: list[Page] = []
-        try:
-            for digest, number, item in self._distinct():
-                page = self._pages[number]
-                if page not in recent:
-                    recent.append(page)
-                    if len(recent) > 2:
-                        recent.pop(0).release()
-                yield digest.hex(), page.load(item)
-        finally:
-            for page in recent:
-                page.release()
-
-
-def _date_and_digest(entry: tuple[int, bytes, int, t.Any]) -> tuple[int, bytes]:
+def _date_and_digest(entry: tuple[int, bytes, Record]) -> tuple[int, bytes]:
     return entry[0], entry[1]
+
+
+def _date(entry: tuple[int, bytes, Record]) -> int:
+    return entry[0]
 
 
 class Narrowed:

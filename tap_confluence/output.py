@@ -15,8 +15,10 @@ import typing as t
 
 from singer_sdk import singerlib as singer
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.contrib.msgspec import encoder as sdk_encoder
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.core import Stream
 
 if t.TYPE_CHECKING:
@@ -24,6 +26,8 @@ if t.TYPE_CHECKING:
 
 #: Records are written in blocks of about this many bytes.
 FLUSH_BYTES = 64 * 1024
+#: Record shapes (field names and value types) remembered as type-checked per stream.
+MAX_SHAPES = 256
 
 
 class BlockWriter(MsgSpecWriter):
@@ -40,9 +44,15 @@ class BlockWriter(MsgSpecWriter):
 
     def write_message(self, message: singer.Message) -> None:
         """Queue a RECORD; write the block out on any other message or when it is full."""
+        if type(message) is singer.RecordMessage:
+            # The SDK's own encoder and message dict, appended straight to the block.
+            sdk_encoder.encode_into(message.to_dict(), self._block, -1)
+            self._block += b"\n"
+            if len(self._block) >= FLUSH_BYTES:
+                self.flush()
+            return
         self._block += self.format_message(message)
-        if message.type != singer.SingerMessageType.RECORD or len(self._block) >= FLUSH_BYTES:
-            self.flush()
+        self.flush()
 
     def flush(self) -> None:
         """Write out and flush whatever is queued."""
@@ -87,6 +97,7 @@ class ShapedRecords(Stream):
     _selection: tuple[frozenset[str], bool] | None = None
     _admits: dict[str, tuple[tuple[type, ...], bool, bool]] | None = None
     _warned: set[str] | None = None
+    _good_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] | None = None
 
     def selected_fields(self) -> tuple[frozenset[str], bool]:
         """Top-level fields to keep, and whether any nested field is deselected."""
@@ -98,6 +109,7 @@ class ShapedRecords(Stream):
             props = self.schema["properties"]
             self._admits = {k: _admitted(props[k]) for k in keep}
             self._warned = set()
+            self._good_shapes = set()
         return self._selection
 
     def _warn_once(self, key: str, message: str, *args: t.Any) -> None:
@@ -107,12 +119,22 @@ class ShapedRecords(Stream):
             self.logger.warning(message, *args)
 
     def _check_types(self, record: dict[str, t.Any]) -> None:
-        """Null (and name, once per field) any top-level value of a type the schema forbids."""
+        """Null (and name, once per field) any top-level value of a type the schema forbids.
+
+        Records of one stream nearly always have the same fields of the same types, so each
+        shape (field names and value types) is checked once and remembered as good.
+        """
+        shape = (tuple(record), tuple(map(type, record.values())))
+        good = t.cast("set[tuple[tuple[str, ...], tuple[type, ...]]]", self._good_shapes)
+        if shape in good:
+            return
         admits = t.cast("dict[str, tuple[tuple[type, ...], bool, bool]]", self._admits)
+        clean = True
         for key, value in record.items():
             types, bool_ok, null_ok = admits[key]
             if isinstance(value, types) and (bool_ok or value.__class__ is not bool):
                 continue
+            clean = False
             kinds = self.schema["properties"][key].get("type")
             if null_ok:
                 record[key] = None
@@ -126,13 +148,17 @@ class ShapedRecords(Stream):
                 kinds,
                 "emitted it as null" if null_ok else "emitted it as sent",
             )
+        if clean and len(good) < MAX_SHAPES:
+            good.add(shape)
 
     def _generate_record_messages(
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
         """Like the SDK's, minus its per-record walks: project onto the selected fields."""
         keep, nested_off = self.selected_fields()
-        shaped = {k: v for k, v in record.items() if k in keep}
+        shaped = (
+            record if keep.issuperset(record) else {k: v for k, v in record.items() if k in keep}
+        )
         if len(shaped) < len(record):
             unknown = sorted(k for k in record if k not in self.schema["properties"])
             if unknown:
@@ -150,7 +176,9 @@ class ShapedRecords(Stream):
             pop_deselected_record_properties(record, self.schema, self.mask)
         now = dt.datetime.now(dt.UTC)
         for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
+            # The default map hands the record back unchanged unless it flattens.
+            identity = type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
+            mapped = record if identity else stream_map.transform(record)
             if mapped is not None:
                 yield singer.RecordMessage(
                     stream=stream_map.stream_alias,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import random
@@ -10,8 +11,8 @@ import threading
 import pytest
 from singer_sdk import singerlib as singer
 
-from tap_confluence.audit import AuditPage
-from tap_confluence.audit_windows import AuditWindowWalker, record_id
+from tap_confluence.audit import AuditPage, ms_to_iso
+from tap_confluence.audit_windows import AuditWindowWalker, ListPage, Window, record_id
 from tap_confluence.output import BlockWriter
 from tests.test_streams_audit_windows import Log
 from tests.test_tap_helpers import run_tap
@@ -181,8 +182,7 @@ def test_fast_record_ids_equal_the_canonical_json_dumps_ids():
 
 def test_audit_page_ids_keep_floats_on_the_standard_library_path():
     body = b'{"results":[{"creationDate":5,"score":1e16,"author":{"n":0.5}}]}'
-    ((date, rid, raw),) = AuditPage(body).keyed()
-    record = AuditPage(body).load(raw)
+    ((date, rid, record),) = AuditPage(body).digested()
     assert date == 5
     assert rid.hex() == record_id(record)  # the json.dumps form: "1e+16", not msgspec's "1e16"
     assert rid.hex() != record_id(record, has_floats=False)
@@ -240,3 +240,70 @@ def test_incremental_run_with_nothing_new_costs_at_most_three_audit_requests(
     assert second.returncode == 0, second.stderr[-2000:]
     requests = sim.stats()["requests"]
     assert requests.get("audit", 0) + requests.get("audit_retention", 0) <= 3, requests
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_window_emitted_page_by_page_equals_its_full_sort_without_twins(seed):
+    # Pages as keyset paging reads them: newest first, each re-reading its boundary
+    # millisecond, some whole pages inside one millisecond, some records in several copies.
+    rng = random.Random(seed)
+    dates = sorted(rng.choice(range(100, 100 + rng.randrange(5, 400))) for _ in range(600))
+    log = [{"creationDate": d, "n": rng.randrange(3)} for d in dates]  # identical events too
+    if seed % 4 == 0:
+        log += [{"n": 9}, {"creationDate": None, "n": 8}]  # undated, as a fault may send
+    size = rng.randrange(2, 60)
+    newest_first = sorted(log, key=lambda r: r.get("creationDate") or 0, reverse=True)
+    pages, at = [], 0
+    while at < len(newest_first):
+        page = newest_first[at : at + size]
+        pages.append(page)
+        # The next page starts again inside this page's oldest millisecond (keyset re-read),
+        # always at least one record further on.
+        oldest = page[-1].get("creationDate") or 0
+        begun, at = at, min(at + size, len(newest_first))
+        while at - 1 > begun and (newest_first[at - 1].get("creationDate") or 0) == oldest:
+            if rng.random() < 0.3:
+                break
+            at -= 1
+    start = dates[0] + rng.randrange(0, 5) if seed % 3 == 0 else 0
+    trim = start > 0
+    window = Window(start, 10_000, [ListPage([dict(r) for r in p]) for p in pages], 0, trim=trim)
+    got = list(window.take())
+    expected = sorted(
+        {
+            record_id(r): r for r in log if not (trim and (r.get("creationDate") or 0) < start)
+        }.items(),
+        key=lambda pair: ((pair[1].get("creationDate") or 0), bytes.fromhex(pair[0])),
+    )
+    assert [rid for rid, _ in got] == [rid for rid, _ in expected]
+    assert [rec for _, rec in got] == [rec for _, rec in expected]
+
+
+def test_block_writer_records_are_byte_for_byte_the_sdk_msgspec_lines(capsysbinary):
+    from singer_sdk.contrib.msgspec import MsgSpecWriter
+
+    moment = dt.datetime(2026, 11, 29, 19, 30, 1, 123456, tzinfo=dt.UTC)
+    messages = [
+        singer.RecordMessage(stream="s", record={"n": 1, "é": ["x", None, 2.5]}),
+        singer.RecordMessage(stream="s", record={"n": 2}, version=7, time_extracted=moment),
+    ]
+    writer = BlockWriter()
+    for message in messages:
+        writer.write_message(message)
+    writer.flush()
+    sdk = MsgSpecWriter()
+    assert capsysbinary.readouterr().out == b"".join(bytes(sdk.format_message(m)) for m in messages)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_audit_dates_are_the_iso_form_of_their_epoch_milliseconds(seed):
+    rng = random.Random(seed)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    for ms in [
+        0,
+        86_399_999,
+        86_400_000,
+        *(rng.randrange(0, 253_402_300_799_999) for _ in range(2000)),
+    ]:
+        moment = epoch + dt.timedelta(milliseconds=ms)
+        assert ms_to_iso(ms) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
