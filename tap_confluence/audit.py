@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import functools
+import hashlib
 import time
 import typing as t
 import zlib
@@ -13,7 +14,7 @@ import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_confluence.activity_ledger import shared_audit_read
-from tap_confluence.audit_windows import AuditWindowWalker, record_digest
+from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
 from tap_confluence.client import ConfluenceStream, log_progress_every
 
 if t.TYPE_CHECKING:
@@ -98,12 +99,13 @@ class AuditPage:
             .decode(zlib.decompress(self._body))
             .results
         )
-        # The fast canonical encoding is exact for every value but floats: a page with one
-        # takes the standard library's for all its records.
-        exact = not floats
+        if floats:
+            # The fast canonical encoding is exact for every value but floats: a page with
+            # one takes the standard library's for all its records.
+            return [(row.get("creationDate") or 0, record_digest(row), row) for row in rows]
+        sha256, canonical = hashlib.sha256, SORTED_JSON.encode
         return [
-            (row.get("creationDate") or 0, record_digest(row, has_floats=not exact), row)
-            for row in rows
+            (row.get("creationDate") or 0, sha256(canonical(row)).digest(), row) for row in rows
         ]
 
 
@@ -154,6 +156,28 @@ class AuditRecordsStream(ConfluenceStream):
     #: 20 keeps requests within a few percent of the minimum; windows wait as compressed
     #: pages, so even several in flight stay small.
     target_pages = 20
+
+    #: The newest dated record emitted since the bookmark last moved.
+    _newest_dated: dict[str, t.Any] | None = None
+
+    def _increment_stream_state(
+        self, latest_record: dict[str, t.Any], *, context: Context | None = None
+    ) -> None:
+        """Note the record; the bookmark moves once a window is out (``_advance_bookmark``).
+
+        Records leave each window oldest first, so the SDK's bookmark after any record would
+        be that record's date; moving it per window instead saves that bookkeeping on every
+        record, and a STATE the SDK writes mid-window keeps the last window's bookmark,
+        which only re-reads more after a kill.
+        """
+        if latest_record.get("createdAt") is not None:
+            self._newest_dated = latest_record
+
+    def _advance_bookmark(self) -> None:
+        """Move the bookmark to the newest record emitted (the SDK's own bookkeeping)."""
+        if self._newest_dated is not None:
+            super()._increment_stream_state(self._newest_dated)
+            self._newest_dated = None
 
     @property
     def concurrency(self) -> int:
@@ -257,6 +281,7 @@ class AuditRecordsStream(ConfluenceStream):
             # Drop the window before the walker builds the next one: one window of records
             # in memory at a time, however long the backfill.
             del window
+            self._advance_bookmark()
             # The generator resumes here only after the SDK has written the window's last
             # record and moved the bookmark, so this STATE covers exactly the read windows.
             self._write_state_message()

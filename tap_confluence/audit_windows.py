@@ -47,7 +47,9 @@ class Page(t.Protocol):
 #: fetch(start_ms, end_ms, offset, limit) -> one page of records, newest first.
 Fetch = t.Callable[[int, int, int, int], "list[Record] | Page"]
 
-_SORTED = msgspec.json.Encoder(order="sorted")
+#: Encodes as ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+#: does, floats aside.
+SORTED_JSON = msgspec.json.Encoder(order="sorted")
 
 
 def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
@@ -60,7 +62,7 @@ def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
     if has_floats:
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode()).digest()
-    return hashlib.sha256(_SORTED.encode(record)).digest()
+    return hashlib.sha256(SORTED_JSON.encode(record)).digest()
 
 
 def record_id(record: Record, *, has_floats: bool = True) -> str:

@@ -164,8 +164,22 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         context: Context | None = None,
     ) -> dict[str, t.Any] | None:
         """Tag every record with the site's cloudId, which leads every primary key."""
-        row["cloudId"] = self.cloud_id
+        row["cloudId"] = self._record_cloud_id or self._remember_cloud_id()
         return row
+
+    _record_cloud_id: str | None = None
+
+    def _remember_cloud_id(self) -> str:
+        self._record_cloud_id = self.cloud_id
+        return self._record_cloud_id
+
+    def generate_child_contexts(
+        self, record: dict[str, t.Any], context: Context | None
+    ) -> Iterable[Context | None]:
+        """No child context at all for a stream without children (the SDK copies every record)."""
+        if not self.child_streams:
+            return ()
+        return super().generate_child_contexts(record, context)
 
     # Records, with a clean end on a missing scope or permission.
 

@@ -98,6 +98,7 @@ class ShapedRecords(Stream):
     _admits: dict[str, tuple[tuple[type, ...], bool, bool]] | None = None
     _warned: set[str] | None = None
     _good_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] | None = None
+    _map_plan: list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]] | None = None
 
     def selected_fields(self) -> tuple[frozenset[str], bool]:
         """Top-level fields to keep, and whether any nested field is deselected."""
@@ -175,14 +176,23 @@ class ShapedRecords(Stream):
             # Rare (a catalog deselecting e.g. author.displayName): the SDK's walk is right.
             pop_deselected_record_properties(record, self.schema, self.mask)
         now = dt.datetime.now(dt.UTC)
-        for stream_map in self.stream_maps:
-            # The default map hands the record back unchanged unless it flattens.
-            identity = type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
-            mapped = record if identity else stream_map.transform(record)
+        version = self._stream_version
+        for alias, transform in self._map_plan or self._plan_maps():
+            mapped = record if transform is None else transform(record)
             if mapped is not None:
                 yield singer.RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=now,
+                    stream=alias, record=mapped, version=version, time_extracted=now
                 )
+
+    def _plan_maps(self) -> list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]]:
+        """Each stream map's alias and transform; None where the map hands records back as is."""
+        self._map_plan = [
+            (
+                stream_map.stream_alias,
+                None
+                if type(stream_map) is SameRecordTransform and not stream_map.flattening_enabled
+                else stream_map.transform,
+            )
+            for stream_map in self.stream_maps
+        ]
+        return self._map_plan

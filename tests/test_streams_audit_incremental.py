@@ -89,3 +89,27 @@ def test_run_killed_mid_stream_resumes_from_its_last_state_without_losing_record
     rest = {r["id"] for r in resumed.records("audit_records")}
     assert first_part | rest == every_id
     assert len(rest) < len(every_id), "the rerun started from the saved bookmark, not from scratch"
+
+
+def test_each_state_bookmarks_only_records_already_emitted_and_the_last_the_newest(
+    simulator_factory, tmp_path
+):
+    # Enough records for several windows of about 20 pages.
+    sim = simulator_factory(audit_records=90_000)
+    catalog = _audit_catalog(tmp_path, sim)
+    run = run_tap(tmp_path, sim.tap_config("classic_token"), catalog=catalog)
+    assert run.returncode == 0, run.stderr[-2000:]
+    newest = ""
+    bookmarks: list[str] = []
+    for message in run.messages:
+        if message["type"] == "RECORD" and message["stream"] == "audit_records":
+            newest = max(newest, message["record"]["createdAt"])
+        elif message["type"] == "STATE":
+            mark = message["value"]["bookmarks"].get("audit_records", {})
+            if "replication_key_value" in mark:
+                # Never ahead of what the target has been sent, and never going back.
+                assert mark["replication_key_value"] <= newest
+                assert not bookmarks or mark["replication_key_value"] >= bookmarks[-1]
+                bookmarks.append(mark["replication_key_value"])
+    assert len(set(bookmarks)) >= 2, "the bookmark moved window by window"
+    assert bookmarks[-1] == newest
