@@ -54,6 +54,19 @@ class BlockWriter(MsgSpecWriter):
         self._block += self.format_message(message)
         self.flush()
 
+    def write_record(
+        self, stream: str, record: dict[str, t.Any], version: int | None, extracted: dt.datetime
+    ) -> None:
+        """Queue what ``RecordMessage(...)`` would write (``extracted`` must be aware UTC)."""
+        message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
+        if version is not None:
+            message["version"] = version
+        message["time_extracted"] = extracted
+        sdk_encoder.encode_into(message, self._block, -1)
+        self._block += b"\n"
+        if len(self._block) >= FLUSH_BYTES:
+            self.flush()
+
     def flush(self) -> None:
         """Write out and flush whatever is queued."""
         if self._block:
@@ -152,10 +165,8 @@ class ShapedRecords(Stream):
         if clean and len(good) < MAX_SHAPES:
             good.add(shape)
 
-    def _generate_record_messages(
-        self, record: dict[str, t.Any]
-    ) -> Generator[singer.RecordMessage, None, None]:
-        """Like the SDK's, minus its per-record walks: project onto the selected fields."""
+    def _shape(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Project a record onto the selected fields and null values of a forbidden type."""
         keep, nested_off = self.selected_fields()
         shaped = (
             record if keep.issuperset(record) else {k: v for k, v in record.items() if k in keep}
@@ -170,11 +181,17 @@ class ShapedRecords(Stream):
                     self.name,
                     ", ".join(unknown[:20]),
                 )
-        record = shaped
-        self._check_types(record)
+        self._check_types(shaped)
         if nested_off:
             # Rare (a catalog deselecting e.g. author.displayName): the SDK's walk is right.
-            pop_deselected_record_properties(record, self.schema, self.mask)
+            pop_deselected_record_properties(shaped, self.schema, self.mask)
+        return shaped
+
+    def _generate_record_messages(
+        self, record: dict[str, t.Any]
+    ) -> Generator[singer.RecordMessage, None, None]:
+        """Like the SDK's, minus its per-record walks: project onto the selected fields."""
+        record = self._shape(record)
         now = dt.datetime.now(dt.UTC)
         version = self._stream_version
         for alias, transform in self._map_plan or self._plan_maps():
@@ -183,6 +200,25 @@ class ShapedRecords(Stream):
                 yield singer.RecordMessage(
                     stream=alias, record=mapped, version=version, time_extracted=now
                 )
+
+    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+        """Write RECORDs as the SDK does, handing a BlockWriter plain values, no message object.
+
+        The same lines come out (tested); what goes is a message object, a generator and
+        three calls per record.
+        """
+        writer = self._tap.message_writer
+        if not isinstance(writer, BlockWriter):
+            super()._write_record_message(record)
+            return
+        record = self._shape(record)
+        now = dt.datetime.now(dt.UTC)
+        version = self._stream_version
+        for alias, transform in self._map_plan or self._plan_maps():
+            mapped = record if transform is None else transform(record)
+            if mapped is not None:
+                writer.write_record(alias, mapped, version, now)
+        self.state_manager.is_flushed = False
 
     def _plan_maps(self) -> list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]]:
         """Each stream map's alias and transform; None where the map hands records back as is."""

@@ -287,12 +287,29 @@ def test_block_writer_records_are_byte_for_byte_the_sdk_msgspec_lines(capsysbina
         singer.RecordMessage(stream="s", record={"n": 1, "é": ["x", None, 2.5]}),
         singer.RecordMessage(stream="s", record={"n": 2}, version=7, time_extracted=moment),
     ]
+    sdk = MsgSpecWriter()
+    expected = b"".join(bytes(sdk.format_message(m)) for m in messages)
     writer = BlockWriter()
     for message in messages:
         writer.write_message(message)
     writer.flush()
-    sdk = MsgSpecWriter()
-    assert capsysbinary.readouterr().out == b"".join(bytes(sdk.format_message(m)) for m in messages)
+    assert capsysbinary.readouterr().out == expected
+    # The streams' own path hands the writer plain values, with an aware UTC time.
+    for message in messages:
+        at = message.time_extracted or moment
+        writer.write_record(message.stream, message.record, message.version, at)
+    writer.flush()
+    lines = capsysbinary.readouterr().out.splitlines()
+    assert lines[1] == expected.splitlines()[1]
+    assert json.loads(lines[0]) == {
+        **json.loads(expected.splitlines()[0]),
+        "time_extracted": at_iso(moment),
+    }
+
+
+def at_iso(moment: dt.datetime) -> str:
+    """How msgspec writes an aware UTC datetime."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("seed", range(5))
