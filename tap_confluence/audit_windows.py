@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import collections
 import hashlib
+import itertools
 import json
 import threading
 import typing as t
@@ -173,7 +174,7 @@ class Narrowed:
 class _Slot:
     """A stretch of the log in the plan: a window being read (future) or still to plan."""
 
-    __slots__ = ("end", "future", "kept", "start")
+    __slots__ = ("end", "future", "kept", "split", "start")
 
     def __init__(
         self,
@@ -182,12 +183,15 @@ class _Slot:
         future: Future[Window | Narrowed] | None = None,
         *,
         kept: bool = False,
+        split: bool = False,
     ) -> None:
         self.start = start
         self.end = end
         self.future = future
         #: Already read (compressed pages of a window cut short): takes no worker.
         self.kept = kept
+        #: Part of the last stretch, already cut one window per worker.
+        self.split = split
 
 
 class AuditWindowWalker:
@@ -267,9 +271,11 @@ class AuditWindowWalker:
     def _walk_concurrently(
         self, lo: int, hi: int, width: int, kept: list[Window]
     ) -> Iterator[Window]:
-        # The plan is a queue of slots in time order. At most `workers` windows are read or
-        # held at once, which bounds memory; the oldest is always being read, and a window
-        # found too dense goes back into the plan as a stretch to cut narrower.
+        # The plan is a queue of slots in time order. A worker that finishes a window starts
+        # the next one at once, even while the oldest is still being read or emitted; at
+        # most `workers` windows are read and one more held at once, which bounds memory.
+        # The oldest is always being read, and a window found too dense goes back into the
+        # plan as a stretch to cut narrower.
         plan: collections.deque[_Slot] = collections.deque()
         for stretch in reversed(kept):  # newest first; each starts after the one before
             if lo < stretch.start_ms:
@@ -280,55 +286,128 @@ class AuditWindowWalker:
             lo = stretch.end_ms + 1
         if lo <= hi:
             plan.append(_Slot(lo, hi))
+        # Reentrant: a window that is done before its callback is added runs it at once.
+        lock = threading.RLock()
+        # The width to plan by; the last width measured from records (0 until then: an
+        # empty stretch only widens the plan); whether windows may still be started.
+        measured = width if self._seen_records else 0
+        planning = {"width": width, "measured": measured, "open": True}
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="audit-window") as pool:
+
+            def refill(done: Future[Window | Narrowed]) -> None:
+                with lock:
+                    if planning["open"] and not done.cancelled() and done.exception() is None:
+                        self._replan_narrowed(plan, planning)
+                        self._fill(plan, pool, planning, refill)
+
             try:
-                while plan:
-                    self._fill(plan, pool, width)
-                    head = plan[0]
+                while True:
+                    with lock:
+                        if not plan:
+                            break
+                        self._fill(plan, pool, planning, refill)
+                        head = plan[0]
                     # _fill always starts the oldest slot, so the head has a future.
                     found = t.cast("Future[Window | Narrowed]", head.future).result()
-                    if isinstance(found, Narrowed):
-                        self.narrowed += 1
-                        width = found.width
-                        # Read the rest narrower; the part read already follows it.
-                        done: Future[Window | Narrowed] = Future()
-                        done.set_result(found.kept)
-                        plan[0] = _Slot(head.start, found.kept.start_ms - 1)
-                        plan.insert(1, _Slot(found.kept.start_ms, head.end, done, kept=True))
-                        continue
-                    plan.popleft()
-                    span = head.end - head.start + 1
-                    # Windows planned ahead may be wider than this one: an empty one only
-                    # ever widens the plan.
-                    width = (
-                        max(width, span * self.growth)
-                        if found.count == 0
-                        else self._next_width(span, found.count)
-                    )
+                    with lock:
+                        self._replan_narrowed(plan, planning)
+                        if plan[0] is not head or not isinstance(found, Window):
+                            continue  # it was too dense: its stretch is planned again
+                        plan.popleft()
+                        span = head.end - head.start + 1
+                        # Windows planned ahead may be wider than this one: an empty one
+                        # only ever widens the plan.
+                        if found.count == 0:
+                            planning["width"] = max(planning["width"], span * self.growth)
+                        else:
+                            planning["width"] = self._next_width(span, found.count)
+                            planning["measured"] = planning["width"]
                     yield found
             finally:
-                for slot in plan:
-                    if slot.future is not None:
-                        slot.future.cancel()
+                with lock:
+                    planning["open"] = False
+                    for slot in plan:
+                        if slot.future is not None:
+                            slot.future.cancel()
 
-    def _fill(self, plan: collections.deque[_Slot], pool: ThreadPoolExecutor, width: int) -> None:
-        """Start windows oldest first until ``workers`` are out (the oldest always runs)."""
-        out = sum(1 for s in plan if s.future is not None and not s.kept)
+    def _replan_narrowed(self, plan: collections.deque[_Slot], planning: dict[str, int]) -> None:
+        """Plan again every stretch whose window was found too dense, at a narrower width.
+
+        The part already read (newest end) stays in the plan as a window of its own, right
+        after the stretch still to read, which the next fill cuts at the narrower width.
+        """
+        i = 0
+        while i < len(plan):
+            slot = plan[i]
+            future = slot.future
+            if future is not None and not slot.kept and future.done():
+                found = None if future.cancelled() or future.exception() else future.result()
+                if isinstance(found, Narrowed):
+                    self.narrowed += 1
+                    planning["width"] = planning["measured"] = found.width
+                    done: Future[Window | Narrowed] = Future()
+                    done.set_result(found.kept)
+                    plan[i] = _Slot(slot.start, found.kept.start_ms - 1)
+                    plan.insert(i + 1, _Slot(found.kept.start_ms, slot.end, done, kept=True))
+                    i += 1
+            i += 1
+
+    def _fill(
+        self,
+        plan: collections.deque[_Slot],
+        pool: ThreadPoolExecutor,
+        planning: dict[str, int],
+        on_done: Callable[[Future[Window | Narrowed]], None],
+    ) -> None:
+        """Start windows oldest first while workers are free and little is held unread.
+
+        At most ``workers`` windows are being read and one more is held finished; the
+        oldest slot always runs.
+        """
+        reading = held = 0
+        for slot in plan:
+            if slot.future is not None and not slot.kept:
+                if slot.future.done():
+                    held += 1
+                else:
+                    reading += 1
+        started: list[Future[Window | Narrowed]] = []
         i = 0
         while i < len(plan):
             slot = plan[i]
             if slot.future is None:
-                if out >= self.workers and i > 0:
+                busy = reading >= self.workers or reading + held > self.workers
+                if busy and i > 0:
                     break
-                w1 = min(slot.end, slot.start + width - 1)
+                span = slot.end - slot.start + 1
+                width, measured = planning["width"], planning["measured"]
+                last = all(
+                    later.future is not None for later in itertools.islice(plan, i + 1, None)
+                )
+                if last and not slot.split and span < measured * self.workers:
+                    # The last stretch, too short to keep every worker busy: cut it in equal
+                    # windows, one per worker, so the backfill does not end with one worker
+                    # reading alone.
+                    part = -(-span // self.workers)
+                    for n, start in enumerate(range(slot.start + part, slot.end + 1, part)):
+                        piece = _Slot(start, min(slot.end, start + part - 1), split=True)
+                        plan.insert(i + 1 + n, piece)
+                    slot.end, slot.split = slot.start + part - 1, True
+                # A piece of the last stretch is one window whatever the width says now.
+                w1 = slot.end if slot.split else min(slot.end, slot.start + width - 1)
                 window = _Slot(slot.start, w1, pool.submit(self._read, slot.start, w1))
+                started.append(t.cast("Future[Window | Narrowed]", window.future))
                 if w1 >= slot.end:
                     plan[i] = window
                 else:
                     slot.start = w1 + 1
                     plan.insert(i, window)
-                out += 1
+                reading += 1
             i += 1
+        # Only now: a window already done runs its callback here, which plans again.
+        for future in started:
+            future.add_done_callback(on_done)
 
     def _next_width(self, span: int, count: int) -> int:
         if count == 0:

@@ -145,7 +145,7 @@ class TapConfluence(Tap):
         th.Property(
             "audit_concurrency",
             th.IntegerType,
-            default=4,
+            default=5,
             description="Audit log time windows fetched at once during a backfill (1 to 16).",
         ),
     ).to_dict()
