@@ -30,6 +30,7 @@ from benchmarks.harness import (
     tap_argv,
 )
 from benchmarks.pipeline import run_pipeline
+from tap_confluence.audit import DEFAULT_CONCURRENCY
 
 SECTIONS = ("throughput", "memory", "requests", "latency", "pipeline")
 
@@ -300,7 +301,8 @@ def latency(report: Report, work: Workdir, root: Path, sizes: Sizes) -> None:
     report.say(
         f"  {n:,} audit records, {LATENCY_MS} ms a request: sequential paging (ceiling loop) "
         f"{sequential.seconds:.1f} s; tap one window at a time {tap_one.seconds:.1f} s; "
-        f"tap as shipped (4 windows at a time) {shipped.seconds:.1f} s ({fmt_routes(routes)})"
+        f"tap as shipped ({DEFAULT_CONCURRENCY} windows at a time) {shipped.seconds:.1f} s "
+        f"({fmt_routes(routes)})"
     )
     report.say(
         f"    with audit_concurrency=8: {tap_eight.seconds:.1f} s "
