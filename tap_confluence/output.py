@@ -165,7 +165,7 @@ class ShapedRecords(Stream):
         if clean and len(good) < MAX_SHAPES:
             good.add(shape)
 
-    def _shape(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+    def _selected_record(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         """Project a record onto the selected fields and null values of a forbidden type."""
         keep, nested_off = self.selected_fields()
         shaped = (
@@ -191,7 +191,7 @@ class ShapedRecords(Stream):
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
         """Like the SDK's, minus its per-record walks: project onto the selected fields."""
-        record = self._shape(record)
+        record = self._selected_record(record)
         now = dt.datetime.now(dt.UTC)
         version = self._stream_version
         for alias, transform in self._map_plan or self._plan_maps():
@@ -211,7 +211,7 @@ class ShapedRecords(Stream):
         if not isinstance(writer, BlockWriter):
             super()._write_record_message(record)
             return
-        record = self._shape(record)
+        record = self._selected_record(record)
         now = dt.datetime.now(dt.UTC)
         version = self._stream_version
         for alias, transform in self._map_plan or self._plan_maps():
