@@ -187,19 +187,25 @@ class ShapedRecords(Stream):
             pop_deselected_record_properties(shaped, self.schema, self.mask)
         return shaped
 
+    def _mapped(self, record: dict[str, t.Any]) -> list[tuple[str, dict[str, t.Any]]]:
+        """(stream alias, record) for each stream map that keeps the shaped record."""
+        record = self._selected_record(record)
+        out = []
+        for alias, transform in self._map_plan or self._plan_maps():
+            mapped = record if transform is None else transform(record)
+            if mapped is not None:
+                out.append((alias, mapped))
+        return out
+
     def _generate_record_messages(
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
         """Like the SDK's, minus its per-record walks: project onto the selected fields."""
-        record = self._selected_record(record)
         now = dt.datetime.now(dt.UTC)
-        version = self._stream_version
-        for alias, transform in self._map_plan or self._plan_maps():
-            mapped = record if transform is None else transform(record)
-            if mapped is not None:
-                yield singer.RecordMessage(
-                    stream=alias, record=mapped, version=version, time_extracted=now
-                )
+        for alias, mapped in self._mapped(record):
+            yield singer.RecordMessage(
+                stream=alias, record=mapped, version=self._stream_version, time_extracted=now
+            )
 
     def _write_record_message(self, record: dict[str, t.Any]) -> None:
         """Write RECORDs as the SDK does, handing a BlockWriter plain values, no message object.
@@ -211,13 +217,9 @@ class ShapedRecords(Stream):
         if not isinstance(writer, BlockWriter):
             super()._write_record_message(record)
             return
-        record = self._selected_record(record)
         now = dt.datetime.now(dt.UTC)
-        version = self._stream_version
-        for alias, transform in self._map_plan or self._plan_maps():
-            mapped = record if transform is None else transform(record)
-            if mapped is not None:
-                writer.write_record(alias, mapped, version, now)
+        for alias, mapped in self._mapped(record):
+            writer.write_record(alias, mapped, self._stream_version, now)
         self.state_manager.is_flushed = False
 
     def _plan_maps(self) -> list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]]:
