@@ -45,23 +45,29 @@ class BlockWriter(MsgSpecWriter):
     def write_message(self, message: singer.Message) -> None:
         """Queue a RECORD; write the block out on any other message or when it is full."""
         if type(message) is singer.RecordMessage:
-            # The SDK's own encoder and message dict, appended straight to the block.
-            sdk_encoder.encode_into(message.to_dict(), self._block, -1)
-            self._block += b"\n"
-            if len(self._block) >= FLUSH_BYTES:
-                self.flush()
+            self.write_record(
+                message.stream, message.record, message.version, message.time_extracted
+            )
             return
         self._block += self.format_message(message)
         self.flush()
 
     def write_record(
-        self, stream: str, record: dict[str, t.Any], version: int | None, extracted: dt.datetime
+        self,
+        stream: str,
+        record: dict[str, t.Any],
+        version: int | None,
+        extracted: dt.datetime | None,
     ) -> None:
-        """Queue what ``RecordMessage(...)`` would write (``extracted`` must be aware UTC)."""
+        """Queue what ``RecordMessage(...)`` would write (``extracted`` must be aware UTC).
+
+        The SDK's own encoder and message dict, appended straight to the block.
+        """
         message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
         if version is not None:
             message["version"] = version
-        message["time_extracted"] = extracted
+        if extracted is not None:
+            message["time_extracted"] = extracted
         sdk_encoder.encode_into(message, self._block, -1)
         self._block += b"\n"
         if len(self._block) >= FLUSH_BYTES:
