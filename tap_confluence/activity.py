@@ -24,6 +24,7 @@ from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.client import ConfluenceStream, log_progress_every
 from tap_confluence.config import fail
 from tap_confluence.errors import StreamAccessError
+from tap_confluence.request_gate import RequestGate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -212,9 +213,11 @@ class UserActivityStream(ConfluenceStream):
             lo = max(lo, audit.retention_floor(until))
             requests_sent += 1
 
+        gate = RequestGate(audit.concurrency)
+
         def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
             params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage))
+            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage, gate=gate))
 
         walker = AuditWindowWalker(
             fetch,

@@ -16,6 +16,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_confluence.activity_ledger import shared_audit_read
 from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
 from tap_confluence.client import ConfluenceStream, log_progress_every
+from tap_confluence.request_gate import RequestGate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -233,9 +234,11 @@ class AuditRecordsStream(ConfluenceStream):
         undated = 0
         url = f"{self.url_base}{self.path}"
 
+        gate = RequestGate(self.concurrency)
+
         def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
             params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage))
+            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage, gate=gate))
 
         def on_window(w0: int, w1: int) -> None:
             if progress():
@@ -291,8 +294,11 @@ class AuditRecordsStream(ConfluenceStream):
         if shared:
             shared.finish()
         self.logger.info(
-            "audit_records: %d records in %d requests (%d windows narrowed).",
+            "audit_records: %d records in %d requests (%d windows narrowed; at most %d "
+            "requests at once, %d while rate-limited).",
             emitted,
             walker.requests,
             walker.narrowed,
+            gate.ceiling,
+            gate.lowest,
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
 import typing as t
+from http import HTTPStatus
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
@@ -18,6 +20,7 @@ from tap_confluence import schemas
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.errors import StreamAccessError, TapUserError
 from tap_confluence.output import ShapedRecords
+from tap_confluence.request_gate import RequestGate
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Mapping
@@ -325,11 +328,13 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         *,
         auth: Auth | None = None,
         parse: t.Callable[[bytes], t.Any] = decode_json,
+        gate: RequestGate | None = None,
     ) -> t.Any:
         """GET ``url`` with this stream's auth (or ``auth``), retries and error handling.
 
         ``parse`` turns the body into the result; a ValueError from it means the body came
-        incomplete, and the request is retried.
+        incomplete, and the request is retried. ``gate``, shared by concurrent workers, holds
+        every try to the number of requests the API currently accepts at once.
         """
         query = urlencode(list(params.items()) if isinstance(params, dict) else params or [])
         full = f"{url}?{query}" if query else url
@@ -339,7 +344,13 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
 
         def send(prepared: requests.PreparedRequest, context: Context | None) -> requests.Response:
             # Authenticate on every try, so a token refreshed after a 401 is used.
-            response = self.requests_session.send(authenticator(prepared), timeout=self.timeout)
+            with gate.slot() if gate else contextlib.nullcontext():
+                response = self.requests_session.send(authenticator(prepared), timeout=self.timeout)
+            if gate:
+                if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                    gate.refused()
+                elif response.ok:
+                    gate.answered()
             self.validate_status(response)
             try:
                 parsed.append(parse(response.content))
