@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import random
 import time
 import typing as t
@@ -122,7 +123,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         """Ask for JSON and English error text."""
         return {"Accept": "application/json", "Accept-Language": "en"}
 
-    @property
+    @functools.cached_property
     def cloud_id(self) -> str:
         """The site's cloud ID (from config, or the site URL's host under a classic token)."""
         return self.confluence_tap.cloud_key
@@ -167,14 +168,8 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         context: Context | None = None,
     ) -> dict[str, t.Any] | None:
         """Tag every record with the site's cloudId, which leads every primary key."""
-        row["cloudId"] = self._record_cloud_id or self._remember_cloud_id()
+        row["cloudId"] = self.cloud_id
         return row
-
-    _record_cloud_id: str | None = None
-
-    def _remember_cloud_id(self) -> str:
-        self._record_cloud_id = self.cloud_id
-        return self._record_cloud_id
 
     def generate_child_contexts(
         self, record: dict[str, t.Any], context: Context | None
