@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 
@@ -10,6 +11,7 @@ from tests.simulator.auth import Credentials
 from tests.simulator.data import DataOptions, parse_when
 from tests.simulator.faults import FaultConfig
 from tests.simulator.server import Simulator, make_server
+from tests.simulator.strict import Strictness
 
 FAULT_HELP = {
     "rate_limit_every": "answer every Nth request with 429",
@@ -65,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--" + f.name.replace("_", "-"), default=str(default), help=FAULT_HELP.get(f.name)
         )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="as unkind as Atlassian's docs allow: page caps, no search/user next links, CQL "
+        "in UTC-7, licence endpoints gone, v1 user/bulk gone, 504 on big pages, real user "
+        "fields, CAPTCHA after 3 failed logins (tests/simulator/strict.py)",
+    )
+    p.add_argument(
+        "--strict-json",
+        default="{}",
+        help="strict switches as JSON on top of --strict, e.g. '{\"oauth_quota\": 50}'",
+    )
     p.add_argument("--append-during-paging", default=None, metavar="K:M", help="append M every K")
     p.add_argument("--late-records", default=None, metavar="K:M", help="late M every K")
     return p
@@ -104,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"simulator: bad fault option: {e}", file=sys.stderr)
         return 2
+    try:
+        switches = json.loads(args.strict_json)
+        strict = Strictness.from_dict({"preset": args.strict, **switches})
+    except (ValueError, TypeError) as e:
+        print(f"simulator: bad strict option: {e}", file=sys.stderr)
+        return 2
     sim = Simulator(
         opts,
         creds,
@@ -112,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         reuse_leeway=args.reuse_leeway,
         verbose=args.verbose,
         page_cache_mb=args.page_cache_mb,
+        strict=strict,
     )
     try:
         server = make_server(sim, args.host, args.port)

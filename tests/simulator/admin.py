@@ -27,6 +27,10 @@ def last_active_dates(sim: Simulator, req: Request) -> Response:
     i = sim.data.index_of().get(unquote(req.params["account"]))
     if i is None:
         raise HTTPError(gateway_error(404, "User not found"))
+    every = sim.strict.admin_forbidden_every
+    if every and i % every == every - 1:
+        # [UNV] what the Admin API answers for an account it will not show this key.
+        raise HTTPError(gateway_error(403, "Forbidden"))
     last = sim.data.last_active_date(i)
     access = []
     if last is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.simulator.data import iso_ms
 from tests.simulator.search import content_search
+from tests.simulator.users_view import user_view
 from tests.simulator.web import (
     HTTPError,
     Request,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 SEARCH_USER_CAP = 10_000
 USER_LIMIT = 200
 AUDIT_LIMIT = 1000
+#: v2 users-bulk takes at most this many account ids [UNV: the v2 reference gives no maximum].
+V2_BULK_MAX = 100
 
 Handler = Callable[["Simulator", Request], Response]
 
@@ -43,6 +46,7 @@ class Route:
     scopes: tuple[frozenset[str], ...]  # any one set suffices
     admin: bool = False
     licence: bool = False  # private licence endpoint: site-root classic Basic auth only
+    methods: tuple[str, ...] = ("GET",)
 
 
 def _scopes(*alternatives: str) -> tuple[frozenset[str], ...]:
@@ -54,19 +58,19 @@ def _scopes(*alternatives: str) -> tuple[frozenset[str], ...]:
 
 def system_info(sim: Simulator, req: Request) -> Response:
     """GET settings/systemInfo."""
-    return json_response(
-        200,
-        {
-            "cloudId": sim.creds.cloud_id,
-            "commitHash": "4f1c2b9",
-            "baseUrl": sim.site_url + "/wiki",
-            "edition": "standard",
-            "siteTitle": "Simulated Wiki ✨",
-            "defaultLocale": "en_US",
-            "defaultTimeZone": "Europe/Stockholm",
-            "microsPerimeter": "commercial",
-        },
-    )
+    body = {
+        "cloudId": sim.creds.cloud_id,
+        "commitHash": "4f1c2b9",
+        "baseUrl": sim.site_url + "/wiki",
+        "edition": "standard",
+        "siteTitle": "Simulated Wiki ✨",
+        "defaultLocale": "en_US",
+        "defaultTimeZone": sim.strict.cql_zone_name or "Europe/Stockholm",
+        "microsPerimeter": "commercial",
+    }
+    if sim.strict.hide_time_zones:
+        del body["defaultTimeZone"]
+    return json_response(200, body)
 
 
 # ---- users ------------------------------------------------------------------------------
@@ -103,12 +107,13 @@ def search_user(sim: Simulator, req: Request) -> Response:
     if pfilter not in ("none", "externalCollaborator", "all"):
         raise HTTPError(confluence_error(400, f"Invalid sitePermissionTypeFilter: {pfilter}"))
     start = req.int_arg("start", 0)
-    limit = min(req.int_arg("limit", 25), USER_LIMIT)
+    asked = min(req.int_arg("limit", 25), USER_LIMIT)
+    limit = sim.strict.capped("search_user", asked)
     indexes = _user_search_indexes(sim, cql, pfilter)
     page = indexes[start : start + limit]
     results = []
     for i in page:
-        u = sim.data.user_core(i)
+        u = user_view(sim, i, "search_user")
         results.append(
             {
                 "user": u,
@@ -123,7 +128,7 @@ def search_user(sim: Simulator, req: Request) -> Response:
             }
         )
     extra = {}
-    if limit and start + len(page) < len(indexes):
+    if limit and start + len(page) < len(indexes) and sim.strict.user_next_links:
         params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
         extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
     body = {
@@ -137,6 +142,7 @@ def search_user(sim: Simulator, req: Request) -> Response:
         "searchDuration": 17 + len(results) % 13,
         "_links": links(sim.site_url, req, **extra),
     }
+    sim.strict.echo(body, asked, limit)
     return json_response(200, body)
 
 
@@ -148,7 +154,7 @@ def get_user(sim: Simulator, req: Request) -> Response:
     i = sim.data.index_of().get(aid)
     if i is None:
         raise HTTPError(confluence_error(404, f"No user found with accountId: {aid[:80]}"))
-    return json_response(200, sim.data.user_full(i))
+    return json_response(200, user_view(sim, i, "user", full=True))
 
 
 def user_bulk(sim: Simulator, req: Request) -> Response:
@@ -162,7 +168,8 @@ def user_bulk(sim: Simulator, req: Request) -> Response:
         )
     limit = min(req.int_arg("limit", USER_LIMIT, minimum=1), USER_LIMIT)
     index = sim.data.index_of()
-    results = [sim.data.user_full(index[x]) for x in ids if x in index][:limit]
+    results = [user_view(sim, index[x], "user_bulk", full=True) for x in ids if x in index]
+    results = results[:limit]
     body = {
         "results": results,
         "start": 0,
@@ -175,7 +182,32 @@ def user_bulk(sim: Simulator, req: Request) -> Response:
 
 def user_current(sim: Simulator, req: Request) -> Response:
     """GET user/current: the account the credentials belong to."""
-    return json_response(200, sim.data.user_full(req.principal.user_index))
+    return json_response(200, user_view(sim, req.principal.user_index, "user_current", full=True))
+
+
+def users_bulk_v2(sim: Simulator, req: Request) -> Response:
+    """POST /wiki/api/v2/users-bulk: v2 users (with accountStatus) for a body of account ids."""
+    body = req.json_body()
+    ids = body.get("accountIds")
+    if not isinstance(ids, list) or not ids or not all(isinstance(x, str) for x in ids):
+        raise HTTPError(confluence_error(400, "accountIds must be a non-empty list of strings"))
+    if len(ids) > V2_BULK_MAX:
+        raise HTTPError(confluence_error(400, f"At most {V2_BULK_MAX} accountIds are accepted"))
+    index = sim.data.index_of()
+    results = []
+    for x in ids:
+        if x not in index:
+            continue
+        full = user_view(sim, index[x], "users_bulk_v2", full=True)
+        user = {k: full.get(k) for k in V2_USER_FIELDS if k in full}
+        user["personalSpaceId"] = None
+        results.append(user)
+    return json_response(200, {"results": results, "_links": {}})
+
+
+#: The fields of a v2 User (confluence.js src/v2/models/user.ts).
+V2_USER_FIELDS = ("accountId", "accountType", "accountStatus", "displayName", "email",
+                  "publicName", "profilePicture", "timeZone", "isExternalCollaborator")  # fmt: skip
 
 
 # ---- groups -----------------------------------------------------------------------------
@@ -184,7 +216,8 @@ def user_current(sim: Simulator, req: Request) -> Response:
 def groups(sim: Simulator, req: Request) -> Response:
     """GET group: alphabetical, offset paging, limit at most 200."""
     start = req.int_arg("start", 0)
-    limit = min(req.int_arg("limit", USER_LIMIT), USER_LIMIT)
+    asked = min(req.int_arg("limit", USER_LIMIT), USER_LIMIT)
+    limit = sim.strict.capped("group", asked)
     all_groups = sim.data.groups
     page = range(start, min(len(all_groups), start + limit))
     extra = {}
@@ -199,6 +232,7 @@ def groups(sim: Simulator, req: Request) -> Response:
         "size": len(results),
         "_links": links(sim.site_url, req, **extra),
     }
+    sim.strict.echo(body, asked, limit)
     return json_response(200, body)
 
 
@@ -206,9 +240,10 @@ def group_members(sim: Simulator, req: Request) -> Response:
     """GET group/{id}/membersByGroupId: 400 above limit 200, 404 for unknown groups."""
     k = sim.data.group_by_id.get(req.params["group_id"])
     start = req.int_arg("start", 0)
-    limit = req.int_arg("limit", USER_LIMIT)
-    if limit > USER_LIMIT:
+    asked = req.int_arg("limit", USER_LIMIT)
+    if asked > USER_LIMIT:
         raise HTTPError(confluence_error(400, f"Limit must be less than {USER_LIMIT + 1}"))
+    limit = sim.strict.capped("group_members", asked)
     if k is None:
         raise HTTPError(
             confluence_error(404, f"No group found with id: {req.params['group_id'][:80]}")
@@ -219,7 +254,7 @@ def group_members(sim: Simulator, req: Request) -> Response:
     if limit and start + len(page) < len(members):
         params = [*forward_params(req, "start", "limit"), ("limit", str(limit))]
         extra["next"] = rel_link(req.path, [*params, ("start", str(start + limit))])
-    results = [sim.data.user_core(i) for i in page]
+    results = [user_view(sim, i, "group_members") for i in page]
     body: dict[str, Any] = {
         "results": results,
         "start": start,
@@ -229,6 +264,7 @@ def group_members(sim: Simulator, req: Request) -> Response:
     }
     if req.arg("shouldReturnTotalSize") == "true":
         body["totalSize"] = len(members)
+    sim.strict.echo(body, asked, limit)
     return json_response(200, body)
 
 
@@ -288,7 +324,8 @@ def audit(sim: Simulator, req: Request) -> Response:
     start_ms = _epoch_arg(req, "startDate", -(2**62))
     end_ms = _epoch_arg(req, "endDate", 2**62)
     start = req.int_arg("start", 0)
-    limit = min(req.int_arg("limit", AUDIT_LIMIT), AUDIT_LIMIT)
+    asked = min(req.int_arg("limit", AUDIT_LIMIT), AUDIT_LIMIT)
+    limit = sim.strict.capped("audit", asked)
     needle = req.arg("searchString") or ""
     # Keyed by what the bounds select, not their values, so a client that moves endDate
     # to "now" on every run still reads warm pages.
@@ -303,6 +340,7 @@ def audit(sim: Simulator, req: Request) -> Response:
         sim.page_cache.put(key, cached)
     results, size = cached
     tail = {"start": start, "limit": limit, "size": size, "_links": links(sim.site_url, req)}
+    sim.strict.echo(tail, asked, limit)
     body = b'{"results":' + results + b"," + dumps(tail)[1:]
     return Response(200, body)
 
@@ -316,7 +354,19 @@ def audit_retention(sim: Simulator, req: Request) -> Response:
 
 
 def licence(sim: Simulator, req: Request) -> Response:
-    """GET /wiki/rest/license/1.0/license/{userCount,maxUsers,remainingSeats}."""
+    """GET /wiki/rest/license/1.0/license/{userCount,maxUsers,remainingSeats}.
+
+    Unofficial and unsupported (CONFCLOUD-82766): strict mode makes it gone.
+    """
+    mode = sim.strict.licence
+    if mode == "404":
+        raise HTTPError(json_response(404, {"message": f"null for uri: {req.path}"}))
+    if mode == "410":
+        raise HTTPError(gone_error(req.path))
+    if mode == "html":
+        # What a retired page looks like once the site's front end answers for it.
+        page = b"<!DOCTYPE html><html><head><title>Log in - Confluence</title></head></html>"
+        return Response(200, page, content_type="text/html;charset=UTF-8")
     used = sim.data.licensed_active()
     max_users = sim.data.opts.max_users
     if max_users is None:
@@ -324,6 +374,15 @@ def licence(sim: Simulator, req: Request) -> Response:
         max_users = next((t for t in tiers if t >= used + 1), used + 1000)
     count = {"userCount": used, "maxUsers": max_users, "remainingSeats": max_users - used}
     return json_response(200, {"count": count[req.params["what"]]})
+
+
+def gone_error(path: str) -> Response:
+    """410 as Confluence answers for a v1 route it has removed."""
+    return confluence_error(
+        410,
+        "com.atlassian.confluence.api.service.exceptions.GoneException: "
+        f"The API {path} has been removed; use the Confluence REST API v2.",
+    )
 
 
 ROUTES: list[Route] = [
@@ -344,6 +403,13 @@ ROUTES: list[Route] = [
         re.compile(r"^/wiki/rest/api/user/bulk$"),
         user_bulk,
         _scopes("read:confluence-user", "read:content-details:confluence"),
+    ),
+    Route(
+        "users_bulk_v2",
+        re.compile(r"^/wiki/api/v2/users-bulk$"),
+        users_bulk_v2,
+        _scopes("read:user:confluence"),
+        methods=("POST",),
     ),
     Route(
         "user_current",

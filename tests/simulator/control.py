@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tests.simulator.faults import FaultConfig
+from tests.simulator.strict import Strictness
 from tests.simulator.web import (
     HTTPError,
     Request,
@@ -89,8 +90,26 @@ def _edit_content(sim: Simulator, body: Body, post: bool) -> Any:
     if author is None:
         raise ValueError("content/edit needs the account_id of the editing user")
     when = int(body.get("modified", time.time() * 1000))
-    ids = sim.data.edit_content(author, int(body.get("count", 1)), when)
-    return {"ids": ids, "modified": when}
+    ids = sim.data.edit_content(
+        author, int(body.get("count", 1)), when, unindexed=sim.strict.index_lag
+    )
+    return {"ids": ids, "modified": when, "indexed": not sim.strict.index_lag}
+
+
+def _index_content(sim: Simulator, body: Body, post: bool) -> Any:
+    return {"indexed": sim.data.index_content()}
+
+
+def _strict(sim: Simulator, body: Body, post: bool) -> Any:
+    if post:
+        # `{}` is the lenient simulator again; `{"preset": true, ...}` the --strict preset.
+        sim.strict = Strictness.from_dict(body)
+    return sim.strict.as_dict()
+
+
+def _quota_reset(sim: Simulator, body: Body, post: bool) -> Any:
+    sim.quota.reset()
+    return {"reset": True}
 
 
 def _last_active(sim: Simulator, body: Body, post: bool) -> Any:
@@ -184,6 +203,26 @@ def payload_response(sim: Simulator, req: Request, results: list[Any]) -> Respon
     return json_response(200, body | {"_links": links(sim.site_url, req, **extra)})
 
 
+def _raw(sim: Simulator, body: Body, post: bool) -> Any:
+    """Serve a route a whole body as is: any JSON (``body``), or ``pad_bytes`` of padding."""
+    route = str(body["route"])
+    if body.get("clear"):
+        sim.raw_bodies.pop(route, None)
+    else:
+        if "body" not in body and "pad_bytes" not in body:
+            raise ValueError("raw needs 'body' (any JSON) or 'pad_bytes', or 'clear': true")
+        sim.raw_bodies[route] = {k: body[k] for k in ("body", "pad_bytes") if k in body}
+    return {"routes": sorted(sim.raw_bodies)}
+
+
+def raw_response(raw: dict[str, Any]) -> Response:
+    """A 200 with the stored body; padding makes a valid JSON object of that many bytes."""
+    if "pad_bytes" in raw:
+        pad = int(raw["pad_bytes"])
+        return Response(200, b'{"results":[],"pad":"' + b"x" * pad + b'"}')
+    return json_response(200, raw["body"])
+
+
 ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/stats": lambda sim, body, post: sim.stats(),
     "/reset-stats": _reset,
@@ -191,6 +230,9 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/grant": _grant,
     "/audit/append": _append,
     "/content/edit": _edit_content,
+    "/content/index": _index_content,
+    "/strict": _strict,
+    "/quota/reset": _quota_reset,
     "/admin/last-active": _last_active,
     "/tokens": lambda sim, body, post: sim.tokens.listing(),
     "/config": _config,
@@ -199,4 +241,5 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/expire-access-tokens": lambda sim, body, post: {"expired": sim.tokens.expire_access_tokens()},
     "/info": info,
     "/payload": _payload,
+    "/raw": _raw,
 }

@@ -58,8 +58,12 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-def parse_date(value: str) -> tuple[int, int]:
-    """Return (start ms, resolution ms) of a CQL date literal or now() expression."""
+def parse_date(value: str, utc_offset_ms: int = 0) -> tuple[int, int]:
+    """Return (start ms, resolution ms) of a CQL date literal or now() expression.
+
+    A literal names a wall-clock time in the reading zone (``utc_offset_ms`` east of UTC:
+    Cloud reads it in the user's or site's zone, CONFCLOUD-70966); now() is an instant.
+    """
     if m := re.fullmatch(r'now\(\s*(?:"([+-]?\d+)([mhdw])")?\s*\)', value):
         now = int(time.time() * 1000) // MINUTE * MINUTE
         if not m.group(1):
@@ -76,17 +80,20 @@ def parse_date(value: str) -> tuple[int, int]:
             dt = datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
-        return int(dt.timestamp() * 1000), res
+        return int(dt.timestamp() * 1000) - utc_offset_ms, res
     raise CQLError(f"unrecognised date {value!r}; use yyyy/MM/dd HH:mm or yyyy-MM-dd")
 
 
 class Parser:
     """Recursive-descent parser over a token list."""
 
-    def __init__(self, tokens: list[str], resolve_user: Callable[[int], str]) -> None:
+    def __init__(
+        self, tokens: list[str], resolve_user: Callable[[int], str], utc_offset_ms: int = 0
+    ) -> None:
         self.tokens = tokens
         self.pos = 0
         self.user = resolve_user
+        self.utc_offset_ms = utc_offset_ms
 
     def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -220,7 +227,7 @@ class Parser:
 
     def comparison(self, field: str, op: str, value: str) -> Predicate:
         if field in DATE_FIELDS:
-            start, res = parse_date(value)
+            start, res = parse_date(value, self.utc_offset_ms)
             get = self.getter(field)
             ops: dict[str, Predicate] = {
                 ">=": lambda it: get(it) >= start,
@@ -245,9 +252,12 @@ class Parser:
         raise CQLError(f"operator {op} is not valid for {field}")
 
 
-def parse(text: str, resolve_user: Callable[[int], str]) -> Query:
-    """Parse a CQL query; raise CQLError with a short reason when it is not valid."""
+def parse(text: str, resolve_user: Callable[[int], str], utc_offset_ms: int = 0) -> Query:
+    """Parse a CQL query; raise CQLError with a short reason when it is not valid.
+
+    ``utc_offset_ms``: the zone date literals are read in (see parse_date).
+    """
     tokens = tokenize(text)
     if not tokens:
         raise CQLError("empty query")
-    return Parser(tokens, resolve_user).parse()
+    return Parser(tokens, resolve_user, utc_offset_ms).parse()

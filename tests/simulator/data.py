@@ -265,12 +265,28 @@ class Dataset(AuditMixin):
             )
         self.content = items
 
-    def edit_content(self, author: int, count: int, when: int) -> list[str]:
-        """Have user ``author`` update the ``count`` least recently modified items at ``when``."""
+    def edit_content(
+        self, author: int, count: int, when: int, *, unindexed: bool = False
+    ) -> list[str]:
+        """Have user ``author`` update the ``count`` least recently modified items at ``when``.
+
+        ``unindexed``: search keeps showing the old version until ``index_content`` (a
+        search index that lags behind edits on a busy site).
+        """
         with self.lock:
             oldest = sorted(self.content, key=lambda it: (it["modified"], it["id"]))[:count]
             for it in oldest:
-                it["modifier"] = author
-                it["modified"] = when
-                it["version"] += 1
+                change = {"modifier": author, "modified": when, "version": it["version"] + 1}
+                if unindexed:
+                    it["pending"] = change
+                else:
+                    it.update(change)
             return [it["id"] for it in oldest]
+
+    def index_content(self) -> int:
+        """Let search see every edit still waiting for the index; return how many."""
+        with self.lock:
+            waiting = [it for it in self.content if "pending" in it]
+            for it in waiting:
+                it.update(it.pop("pending"))
+            return len(waiting)

@@ -44,6 +44,8 @@ class SimulatorProcess:
             flag = "--" + key.replace("_", "-")
             if value is True:
                 args.append(flag)
+            elif isinstance(value, dict):
+                args += [flag, json.dumps(value)]
             elif isinstance(value, list | tuple):
                 args += [flag, ",".join(str(v) for v in value)]
             elif value is not None and value is not False:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.simulator import cql
 from tests.simulator.data import iso_ms
+from tests.simulator.users_view import user_view
 from tests.simulator.web import (
     HTTPError,
     Request,
@@ -68,8 +69,9 @@ def content_search(sim: Simulator, req: Request) -> Response:
     if not text:
         raise HTTPError(confluence_error(400, "The CQL query parameter is required."))
     data = sim.data
+    offset_ms = sim.strict.cql_utc_offset_minutes * 60_000
     try:
-        query = cql.parse(text, data.account_id)
+        query = cql.parse(text, data.account_id, offset_ms)
     except cql.CQLError as e:
         raise _bad_cql(text, str(e)) from None
     matches = [it for it in data.content if query.predicate(it)]
@@ -77,7 +79,8 @@ def content_search(sim: Simulator, req: Request) -> Response:
         key = {"lastmodified": "modified", "created": "created", "title": "title", "id": "id"}
         field = key.get(query.order_field, "modified")
         matches.sort(key=lambda it: (it[field], it["id"]), reverse=query.descending)
-    limit = min(req.int_arg("limit", DEFAULT_LIMIT), MAX_LIMIT)
+    asked = min(req.int_arg("limit", DEFAULT_LIMIT), MAX_LIMIT)
+    limit = sim.strict.capped("search", asked)
     cursor = req.arg("cursor")
     start = decode_cursor(cursor, text) if cursor else req.int_arg("start", 0)
     page = matches[start : start + limit]
@@ -103,6 +106,7 @@ def content_search(sim: Simulator, req: Request) -> Response:
         "searchDuration": 40 + len(results),
         "_links": links(sim.site_url, req, **extra),
     }
+    sim.strict.echo(body, asked, limit)
     return json_response(200, body)
 
 
@@ -142,7 +146,7 @@ def _result(sim: Simulator, it: dict[str, Any], expand: set[str]) -> dict[str, A
         expandable.pop("history")
         history: dict[str, Any] = {
             "latest": True,
-            "createdBy": sim.data.user_core(it["creator"]),
+            "createdBy": user_view(sim, it["creator"]),
             "createdDate": iso_ms(it["created"]),
             "_expandable": {
                 "lastUpdated": "",
@@ -175,7 +179,7 @@ def _result(sim: Simulator, it: dict[str, Any], expand: set[str]) -> dict[str, A
 
 def _version(sim: Simulator, it: dict[str, Any]) -> dict[str, Any]:
     return {
-        "by": sim.data.user_core(it["modifier"]),
+        "by": user_view(sim, it["modifier"]),
         "when": iso_ms(it["modified"]),
         "friendlyWhen": iso_ms(it["modified"])[:10],
         "message": "",

@@ -20,6 +20,7 @@ from tests.simulator import admin, confluence, control, oauth
 from tests.simulator.auth import SEED_SCOPES, Credentials, Principal, TokenStore, parse_basic
 from tests.simulator.data import DataOptions, Dataset
 from tests.simulator.faults import Decision, FaultConfig, FaultInjector
+from tests.simulator.strict import LIST_ROUTES, Quota, Strictness
 from tests.simulator.web import (
     HTTPError,
     Request,
@@ -53,6 +54,7 @@ class Simulator:
         reuse_leeway: int = 600,
         verbose: bool = False,
         page_cache_mb: int = 1024,
+        strict: Strictness | None = None,
     ) -> None:
         self.creds = creds or Credentials()
         self.data_opts = data_opts
@@ -69,6 +71,14 @@ class Simulator:
         self.site_url = data_opts.site_url
         #: Route name -> results served instead of the data set (POST /_sim/payload).
         self.payloads: dict[str, list[Any]] = {}
+        #: Route name -> a whole body served as is (POST /_sim/raw): wrong shapes, huge bodies.
+        self.raw_bodies: dict[str, dict[str, Any]] = {}
+        self.strict = strict or Strictness()
+        self.quota = Quota()
+        #: Consecutive failed Basic logins per email, and the emails that now need a CAPTCHA.
+        self.failed_logins: dict[str, int] = {}
+        self.failed_logins_total = 0
+        self.captcha_locked: set[str] = set()
 
     def bind(self, url: str) -> None:
         """Build the data once the listening URL (used in links) is known."""
@@ -102,6 +112,9 @@ class Simulator:
             "refresh_failures": self.tokens.refresh_failures,
             "revoked_families": self.tokens.revoked_families,
             "faults_injected": dict(self.faults.injected),
+            "quota_refused": self.quota.refused,
+            "failed_logins": self.failed_logins_total,
+            "captcha_locked": sorted(self.captcha_locked),
         }
 
     def reset_stats(self) -> None:
@@ -113,12 +126,26 @@ class Simulator:
         t.refreshes = t.refresh_failures = t.revoked_families = 0
         with self.faults.lock:
             self.faults.injected = {}
+        self.quota.refused = 0
+        self.failed_logins_total = 0
 
     # ---- authentication --------------------------------------------------------------------
     def authenticate(self, req: Request, cloud: str | None) -> Principal:
         """Apply Atlassian's rules: Bearer and scoped tokens at the gateway, classic at the site."""
         header = req.headers.get("authorization", "")
         scheme = header.split(" ", 1)[0].lower()
+        basic = parse_basic(header) if scheme == "basic" else None
+        if basic is not None and basic[0] in self.captcha_locked:
+            # Atlassian: after several failed logins the account must pass a CAPTCHA on the
+            # web before REST calls with its credentials work again.
+            raise HTTPError(
+                Response(
+                    401,
+                    b'{"message":"Basic authentication with passwords is deprecated or a CAPTCHA '
+                    b'is required; log in on the web first"}',
+                    {"X-Seraph-LoginReason": "AUTHENTICATION_DENIED"},
+                )
+            )
         if req.via == "gateway":
             if cloud != self.creds.cloud_id:
                 raise HTTPError(gateway_error(404, "Site not found for cloud id"))
@@ -127,21 +154,34 @@ class Simulator:
                 if p is None:
                     raise HTTPError(gateway_error(401, "Unauthorized"))
                 return p
-            if scheme == "basic" and parse_basic(header) == (
-                self.creds.email,
-                self.creds.scoped_token,
-            ):
+            if basic == (self.creds.email, self.creds.scoped_token):
+                self._login_ok(basic[0])
                 return Principal("scoped", frozenset(SEED_SCOPES), admin=True, user_index=0)
+            self._login_failed(basic)
             raise HTTPError(gateway_error(401, "Unauthorized"))
-        if scheme == "basic" and parse_basic(header) == (
-            self.creds.email,
-            self.creds.classic_token,
-        ):
+        if basic == (self.creds.email, self.creds.classic_token):
+            self._login_ok(basic[0])
             return Principal("classic", None, admin=True, user_index=0)
+        self._login_failed(basic)
         # The site never accepts OAuth access tokens or scoped API tokens.
         raise HTTPError(
             confluence_error(401, "Client must be authenticated to access this resource.")
         )
+
+    def _login_ok(self, email: str) -> None:
+        with self.stats_lock:
+            self.failed_logins.pop(email, None)
+
+    def _login_failed(self, basic: tuple[str, str] | None) -> None:
+        """Count a failed Basic login; enough in a row lock the email behind a CAPTCHA."""
+        if basic is None:
+            return
+        with self.stats_lock:
+            self.failed_logins_total += 1
+            failures = self.failed_logins.get(basic[0], 0) + 1
+            self.failed_logins[basic[0]] = failures
+            if self.strict.captcha_after and failures >= self.strict.captcha_after:
+                self.captcha_locked.add(basic[0])
 
     def route(self, req: Request) -> tuple[str, Any]:
         """Map a request to (route name, callable answering it)."""
@@ -164,13 +204,25 @@ class Simulator:
         self, route: confluence.Route, req: Request, cloud: str | None
     ) -> Response:
         """Authenticate, check scopes and permissions, then run a Confluence route."""
-        if req.method != "GET":
+        if req.method not in route.methods:
             return confluence_error(405, "Method Not Allowed")
         if route.licence and req.via == "gateway":
             # The private licence resource has no OAuth scope, so the gateway never serves it.
             raise HTTPError(gateway_error(401, "Unauthorized"))
         p = self.authenticate(req, cloud)
         req.principal = p
+        strict = self.strict
+        if p.kind == "bearer" and strict.oauth_quota:
+            wait = self.quota.take(strict.oauth_quota, strict.quota_retry_after)
+            if wait is not None:
+                raise HTTPError(quota_response(wait, strict.oauth_quota))
+        if req.via == "gateway" and route.name in strict.v1_gone:
+            raise HTTPError(confluence.gone_error(req.path))
+        if strict.timeout_above and route.name in LIST_ROUTES:
+            asked = req.arg("limit")
+            if asked and asked.isdigit() and int(asked) > strict.timeout_above:
+                page = b"<html><head><title>504 Gateway Timeout</title></head></html>"
+                raise HTTPError(Response(504, page, content_type="text/html"))
         if route.licence and p.kind != "classic":
             raise HTTPError(confluence_error(401, "Unauthorized"))
         if p.scopes is not None and not any(alt <= p.scopes for alt in route.scopes):
@@ -183,6 +235,9 @@ class Simulator:
                     "User does not have permission to view the audit log",
                 )
             )
+        raw = self.raw_bodies.get(route.name)
+        if raw is not None:
+            return control.raw_response(raw)
         override = self.payloads.get(route.name)
         if override is not None:
             return control.payload_response(self, req, override)
@@ -279,6 +334,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_WR)
             return
         self.wfile.write(body)
+
+
+def quota_response(wait: int, quota: int) -> Response:
+    """429 for a spent OAuth points quota, with the headers Atlassian sends since 2026."""
+    reset = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(time.time() + wait))
+    headers = {
+        "Retry-After": str(wait),
+        "X-RateLimit-Limit": str(quota),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": reset,
+        "RateLimit-Reason": "confluence-quota-tenant-based",
+        "Beta-RateLimit-Policy": f'"tenant-app-quota";q={quota};w=3600',
+        "Beta-RateLimit": f'"tenant-app-quota";r=0;t={wait}',
+    }
+    return json_response(429, {"message": "Rate limit exceeded"}, headers)
 
 
 def fault_response(sim: Simulator, d: Decision) -> Response:
