@@ -1,96 +1,98 @@
-"""Base REST stream for Confluence: URLs, paging by ``_links.next``, retries and error sentences."""
+"""Base REST stream for Confluence: one request path, paging, retries and error sentences.
+
+Every request of every stream goes through ``fetch_json``: it authenticates each try, stops
+when the run has been halted (a spent rate-limit quota), reads at most ``MAX_RESPONSE_BYTES``,
+writes the SDK's request-duration metric, and turns each status into a retry or a sentence.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import functools
-import random
 import time
 import typing as t
+from collections import abc
 from http import HTTPStatus
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.pagination import BaseHATEOASPaginator
 
 from tap_confluence import schemas
 from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.errors import StreamAccessError, TapUserError
+from tap_confluence.errors import (
+    HostUnreachableError,
+    RouteGoneError,
+    StreamAccessError,
+    TapUserError,
+    UnexpectedAnswerError,
+)
 from tap_confluence.output import ShapedRecords
-from tap_confluence.request_gate import RequestGate
+from tap_confluence.paging import NextLinkPaginator
+from tap_confluence.request_gate import PageSizeGovernor
+from tap_confluence.retry import (
+    RATE_LIMITED_TRIES,
+    UNREACHABLE_TRIES,
+    MisshapenAnswerError,
+    PageTooHeavyError,
+    RateLimitedError,
+    StaleTokenError,
+    never_sent,
+    requested_wait,
+    retry_wait,
+    stop_sentence,
+)
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Mapping
+    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 
     from backoff.types import Details
     from singer_sdk.helpers.types import Auth, Context
-    from singer_sdk.streams.rest import HTTPRequest, PageContext
+    from singer_sdk.pagination import BaseAPIPaginator
 
+    from tap_confluence.paging import PageRequests
+    from tap_confluence.request_gate import RequestGate
     from tap_confluence.tap import TapConfluence
 
 _SCOPE_MISMATCH = "scope does not match"
+#: No page of any endpoint comes near this; past it a request fails instead of eating memory.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: The smallest page a listing asks for after 502/504s on larger ones.
+MIN_LISTING_PAGE = 25
+_READ_CHUNK = 1 << 20
+_TRANSIENT = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 #: JSON bodies to Python values; several times faster than requests' ``response.json()``.
 decode_json: t.Callable[[bytes], t.Any] = msgspec.json.Decoder().decode
 
-
-class _StaleTokenError(RetriableAPIError):
-    """A 401 on an OAuth token that a refresh may cure; retried at once."""
+Parse = t.Callable[[requests.Response], t.Any]
 
 
-def retry_after_seconds(response: requests.Response | None) -> float | None:
-    """Parse Retry-After (delta seconds or HTTP date); None when absent or unreadable."""
-    if response is None:
-        return None
-    raw = response.headers.get("Retry-After")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def parse_object(response: requests.Response) -> dict[str, t.Any]:
+    """Return the body as a JSON object; a list or a string where one belongs is misshapen."""
+    body = decode_json(response.content)
+    if not isinstance(body, dict):
+        msg = f"a JSON {type(body).__name__} instead of an object"
+        raise msgspec.ValidationError(msg)
+    return body
 
 
-def retry_wait(exc: BaseException | None, attempt: int, *, cap: float, base: float = 1.0) -> float:
-    """Seconds before retry ``attempt``: Retry-After if given (capped), else jittered expo."""
-    if isinstance(exc, _StaleTokenError):
-        return 0.0
-    response = getattr(exc, "response", None)
-    hinted = retry_after_seconds(response if isinstance(response, requests.Response) else None)
-    if hinted is not None:
-        return min(hinted, cap)
-    # Full jitter spreads many clients apart; only used when the server gave no hint.
-    ceiling = min(cap, base * (2**attempt))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+class _Unreachable(Exception):  # noqa: N818 (an internal signal, not an error for users)
+    """A request that never reached its host (refused, unresolvable); tried once more."""
 
-
-class NextLinkPaginator(BaseHATEOASPaginator):
-    """Follows Confluence's ``_links.next``; stops on a short page or when there is no link."""
-
-    def __init__(self, rebase: t.Callable[[str], str], page_size: int) -> None:
-        """``rebase`` turns an API link (relative, or on another host) into one of our URLs."""
-        super().__init__()
-        self._rebase = rebase
-        self._page_size = page_size
-
-    def get_next_url(self, response: requests.Response) -> str | None:
-        """Return the rebased next link, or None at the end."""
-        body = response.json()
-        results = body.get("results") or []
-        if len(results) < self._page_size:
-            return None
-        link = (body.get("_links") or {}).get("next")
-        return self._rebase(str(link)) if link else None
+    def __init__(self, setting: str, host: str, cause: str) -> None:
+        super().__init__(cause)
+        self.setting, self.host, self.cause = setting, host, cause
 
 
 class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
@@ -142,25 +144,12 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         return f"{self.url_base}{path}{query}"
 
     def get_new_paginator(self) -> NextLinkPaginator:
-        """Page by ``_links.next`` at the largest page size the endpoint accepts."""
-        return NextLinkPaginator(self.rebase_link, self.page_size)
+        """Follow ``_links.next`` until it is missing or a page is empty."""
+        return NextLinkPaginator(self.rebase_link)
 
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
-        """First-page query parameters; later pages use the API's own next link."""
+        """Query parameters of a listing's first page."""
         return {"limit": self.page_size}
-
-    def get_http_request(self, *, page: PageContext[t.Any]) -> HTTPRequest:
-        """Build the first request from params, later ones from the rebased next link."""
-        request = super().get_http_request(page=page)
-        if page.next_page_token:
-            request.url = page.next_page_token.geturl()
-            request.params = {}
-        return request
-
-    def parse_response(self, response: requests.Response) -> Iterable[dict[str, t.Any]]:
-        """Yield ``results`` directly (cheaper than a JSONPath walk on every page)."""
-        body = response.json()
-        yield from body.get("results") or []
 
     def post_process(
         self,
@@ -182,7 +171,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
     # Records, with a clean end on a missing scope or permission.
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Yield records; a missing scope or permission ends this stream with one sentence."""
+        """Yield records; a missing scope, permission or route ends this stream in a sentence."""
         if self.confluence_tap.missing_scopes(self):
             self.logger.warning(
                 "Skipping %s: the OAuth token was not granted %s; authorise the app again with "
@@ -195,6 +184,16 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             yield from self.extract_records(context)
         except StreamAccessError as exc:
             self.confluence_tap.note_stream_ended(self.name, exc)
+        except MisshapenAnswerError as exc:
+            # Retried already: the API keeps answering something this stream cannot read.
+            sentence = str(exc).removesuffix("; retrying.").rstrip(".")
+            self.confluence_tap.note_stream_ended(
+                self.name,
+                UnexpectedAnswerError(
+                    f"{sentence} on every retry, so {self.name} stopped; the other streams "
+                    "carry on."
+                ),
+            )
 
     def finalize_state_progress_markers(self, state: dict[str, t.Any] | None = None) -> None:
         """Finish the stream's state; after the last stream, report streams that ended early."""
@@ -203,26 +202,186 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             self.confluence_tap.after_stream(self)
 
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        """Yield the raw records; streams that need more than one endpoint override this."""
-        yield from self.request_records(context)
+        """Yield the records of the stream's listing; multi-endpoint streams override this."""
+        url = self.get_url(context)
+        params = self.get_url_params(context, None)
+        for body in self.fetch_pages(url, params, self.get_new_paginator(), context=context):
+            yield from self.page_records(body)
+
+    def page_records(self, body: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
+        """Yield the records of one listing page; entries that are not objects are counted."""
+        results = body.get("results") or []
+        kept = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+        dropped = (len(results) if isinstance(results, list) else 1) - len(kept)
+        if dropped:
+            self.logger.warning(
+                "%s: %d entries of a page were not JSON objects and cannot be loaded; the API "
+                "returned a malformed page.",
+                self.name,
+                dropped,
+            )
+        yield from kept
+
+    # One request path.
+
+    def fetch_pages(
+        self,
+        url: str,
+        params: dict[str, t.Any],
+        paginator: BaseAPIPaginator[t.Any],
+        *,
+        auth: Auth | None = None,
+        context: Context | None = None,
+    ) -> Iterator[dict[str, t.Any]]:
+        """Yield each page's body of a listing, asked for as ``paginator`` says, to its end."""
+        pages = t.cast("PageRequests", paginator)
+        # A page that times out is asked again smaller; links the API sends carry their own.
+        limit = params.get("limit")
+        governor = PageSizeGovernor(limit, MIN_LISTING_PAGE) if isinstance(limit, int) else None
+        with self.get_http_request_counter() as counter:
+            counter.with_context(context)
+            while not paginator.finished:
+                page_url, page_params = pages.page_request(url, params)
+                body, response = self.fetch_json(
+                    page_url,
+                    page_params,
+                    auth=auth,
+                    parse=_with_response,
+                    governor=governor if page_params is not None else None,
+                )
+                counter.increment()
+                yield body
+                paginator.advance(response)
+
+    def fetch_json(
+        self,
+        url: str,
+        params: Mapping[str, t.Any] | list[tuple[str, t.Any]] | None = None,
+        *,
+        auth: Auth | None = None,
+        parse: Parse = parse_object,
+        gate: RequestGate | None = None,
+        governor: PageSizeGovernor | None = None,
+        json_body: t.Any = None,
+        endpoint: str | None = None,
+    ) -> t.Any:
+        """GET ``url`` (POST ``json_body``) with this stream's auth, retries and error handling.
+
+        ``parse`` turns the response into the result: a ``msgspec.ValidationError`` means
+        valid JSON of the wrong shape, any other ValueError a body cut short; both are tried
+        again. ``gate``, shared by concurrent workers, holds every try to the number of
+        requests the API currently accepts at once; ``governor`` sets the ``limit`` of each
+        try, smaller after a 502/504. ``endpoint`` names the route in metrics.
+        """
+        pairs: list[tuple[str, t.Any]] = (
+            list(params.items()) if isinstance(params, abc.Mapping) else list(params or [])
+        )
+        authenticator = auth or self.authenticator
+        label = endpoint or self._endpoint_of(url)
+        headers = {**self.http_headers, "User-Agent": self.user_agent}
+        parsed: list[t.Any] = []
+
+        def send() -> None:
+            sent = pairs
+            if governor is not None:
+                sent = [(k, governor.limit(int(v)) if k == "limit" else v) for k, v in pairs]
+            query = urlencode(sent)
+            prepared = requests.Request(
+                "POST" if json_body is not None else "GET",
+                f"{url}?{query}" if query else url,
+                headers=headers,
+                json=json_body,
+            ).prepare()
+            # Authenticate on every try, so a token refreshed after a 401 is used.
+            with gate.slot() if gate else contextlib.nullcontext():
+                response = self.send_request(prepared, authenticator, label)
+            if gate:
+                if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                    gate.refused()
+                elif response.ok:
+                    gate.answered()
+            self.validate_status(response, governor=governor)
+            if governor is not None:
+                governor.succeeded()
+            try:
+                parsed.append(parse(response))
+            except msgspec.ValidationError as exc:
+                path = urlsplit(response.url).path
+                msg = f"{self.name}: the answer from {path} is not what it should be ({exc})"
+                raise MisshapenAnswerError(f"{msg}; retrying.", response) from None
+            except ValueError:
+                raise self._unreadable(response) from None
+
+        self.request_decorator(send)()
+        return parsed[-1]
+
+    def send_request(
+        self, prepared: requests.PreparedRequest, auth: Auth, endpoint: str
+    ) -> requests.Response:
+        """Send one try: never while the run is halted; at most MAX_RESPONSE_BYTES read."""
+        self.confluence_tap.check_halted()
+        try:
+            response = self.requests_session.send(auth(prepared), timeout=self.timeout, stream=True)
+        except requests.exceptions.ConnectionError as exc:
+            if never_sent(exc):
+                request_url = getattr(exc.request, "url", None) or prepared.url or ""
+                setting = self.confluence_tap.setting_for_url(str(request_url))
+                host = urlsplit(str(request_url)).netloc
+                raise _Unreachable(setting, host, type(exc).__name__) from None
+            raise
+        try:
+            response._content = self._read_capped(response)
+        finally:
+            response.close()
+        self._write_request_duration_log(
+            endpoint=endpoint, response=response, context=None, extra_tags=None
+        )
+        return response
+
+    def _read_capped(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        too_big = declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        if not too_big:
+            for chunk in response.iter_content(_READ_CHUNK):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    too_big = True
+                    break
+                chunks.append(chunk)
+        if too_big:
+            path = urlsplit(response.url).path
+            msg = (
+                f"{self.name}: the answer from {path} is over {MAX_RESPONSE_BYTES >> 20} MiB, "
+                f"far more than any page should be, so {self.name} stopped rather than run "
+                "out of memory; the other streams carry on."
+            )
+            raise UnexpectedAnswerError(msg)
+        return b"".join(chunks)
+
+    def _endpoint_of(self, url: str) -> str:
+        """Return the route part of a URL (gateway prefix stripped), for metrics."""
+        path = urlsplit(url).path
+        base_path = urlsplit(self.url_base).path
+        return path.removeprefix(base_path) if base_path else path
 
     # Errors and retries.
 
-    def validate_response(self, response: requests.Response) -> None:
-        """Turn HTTP errors into retries or one-sentence errors that name the missing scope."""
-        self.validate_status(response)
-        try:
-            response.json()
-        except ValueError:
-            raise self._unreadable(response) from None
-
-    def _unreadable(self, response: requests.Response) -> RetriableAPIError:
-        # A body cut short or garbled in transit: the same request will most likely succeed.
+    def _unreadable(self, response: requests.Response) -> RetriableAPIError | FatalAPIError:
         path = urlsplit(response.url).path
+        kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if kind and "json" not in kind:
+            # A login page or a portal's HTML where JSON belongs: asking again changes nothing.
+            msg = f"{self.name}: {path} answered {kind or 'something'}, not JSON."
+            return FatalAPIError(msg)
+        # A body cut short or garbled in transit: the same request will most likely succeed.
         msg = f"{self.name}: the answer from {path} is not complete JSON; retrying."
         return RetriableAPIError(msg, response)
 
-    def validate_status(self, response: requests.Response) -> None:
+    def validate_status(
+        self, response: requests.Response, *, governor: PageSizeGovernor | None = None
+    ) -> None:
         """Raise for HTTP error statuses (the body of a success is checked by the caller)."""
         status = response.status_code
         auth = self.confluence_tap.api_authenticator
@@ -230,18 +389,51 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             if isinstance(auth, AtlassianOAuthAuthenticator):
                 auth.note_success()
             return
+        path = urlsplit(response.url).path
         message = self._api_message(response)
         if status == 401:
             self._on_unauthorized(response, message)
         if status == 403:
             raise StreamAccessError(
-                f"{self.name} needs {self.permission_hint}; the API answered 403 ({message})."
+                f"{self.name} needs {self.permission_hint}; the API answered 403 ({message}).",
+                status=status,
             )
-        if status == 429 or status >= 500:
-            msg = f"{self.name}: {status} from {urlsplit(response.url).path}; retrying."
+        if status == 404:
+            self.confluence_tap.check_cloud_id(response)
+        if status == 410:
+            raise RouteGoneError(
+                f"{self.name}: Atlassian has removed {self._endpoint_of(response.url)} for "
+                f"these credentials (410 Gone: {message[:120]}), so {self.name} stopped; the "
+                "other streams carry on.",
+                status=status,
+            )
+        if status == 429 or (status == 503 and requested_wait(response) is not None):
+            self._on_rate_limited(response, self._endpoint_of(response.url))
+        if status in (502, 504) and governor is not None:
+            sent = sent_limit(response)
+            if sent is not None and governor.shrink(sent):
+                msg = (
+                    f"{self.name}: {status} from {path} on a page of {sent}; asking again for "
+                    f"{governor.limit(sent)}."
+                )
+                raise PageTooHeavyError(msg, response)
+        if status >= 500:
+            msg = f"{self.name}: {status} from {path}; retrying."
             raise RetriableAPIError(msg, response)
-        msg = f"{self.name}: {status} from {urlsplit(response.url).path} ({message})."
-        raise FatalAPIError(msg)
+        msg = f"{self.name}: {status} from {path} ({message})."
+        error = FatalAPIError(msg)
+        error.status = status  # type: ignore[attr-defined]
+        raise error
+
+    def _on_rate_limited(self, response: requests.Response, path: str) -> None:
+        """Wait as asked, or stop every stream when the wait is longer than the cap allows."""
+        cap = float(self.config.get("max_retry_wait_seconds", 300))
+        wait = requested_wait(response)
+        if wait is not None and wait > cap:
+            # Never retry before Retry-After: Atlassian answers with the same or a longer one.
+            raise self.confluence_tap.halt(stop_sentence(response, path, wait, cap))
+        msg = f"{self.name}: {response.status_code} from {path}; retrying."
+        raise RateLimitedError(msg, response)
 
     def _on_unauthorized(self, response: requests.Response, message: str) -> None:
         auth = self.confluence_tap.api_authenticator
@@ -255,7 +447,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         if isinstance(auth, AtlassianOAuthAuthenticator) and sent.startswith("Bearer "):
             if auth.note_rejected(sent.removeprefix("Bearer ")):
                 msg = f"{self.name}: 401 on the access token; refreshing once and retrying."
-                raise _StaleTokenError(msg, response)
+                raise StaleTokenError(msg, response)
             raise TapUserError(
                 "The API rejected a freshly refreshed OAuth access token (401); check that the "
                 "app is still installed on the site and that cloud_id is right."
@@ -283,6 +475,47 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             text = response.reason or ""
         return self.confluence_tap.secrets.redact(text)[:200]
 
+    def request_decorator(self, func: Callable[..., t.Any]) -> Callable[..., t.Any]:
+        """Retry ``func``: 429s, transient failures and unreachable hosts, each on its own budget.
+
+        Innermost, a host that refuses the connection or does not resolve gets one more try
+        a second later, then one sentence naming the setting; then 429s with a wait within
+        the cap; outermost 5xx, resets and cut bodies (each of which restarts the 429 count).
+        """
+
+        def unreachable_sentence(details: Details) -> None:
+            exc = t.cast("_Unreachable", details.get("exception"))
+            msg = (
+                f"{exc.host} could not be reached ({exc.cause}, {details.get('tries')} tries); "
+                f"check {exc.setting} and the network, then run the tap again."
+            )
+            raise HostUnreachableError(msg) from None
+
+        reachable = backoff.on_exception(
+            backoff.constant,
+            _Unreachable,
+            interval=1,
+            max_tries=UNREACHABLE_TRIES,
+            jitter=None,
+            on_giveup=unreachable_sentence,
+        )
+        limited = backoff.on_exception(
+            self.backoff_wait_generator,
+            RateLimitedError,
+            max_tries=RATE_LIMITED_TRIES,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+        )
+        transient = backoff.on_exception(
+            self.backoff_wait_generator,
+            _TRANSIENT,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            giveup=_spent_its_own_budget,
+        )
+        return transient(limited(reachable(func)))
+
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
         """Wait as Retry-After says (capped), else exponentially with jitter."""
         cap = float(self.config.get("max_retry_wait_seconds", 300))
@@ -298,7 +531,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         return value
 
     def backoff_max_tries(self) -> int:
-        """Give a rate-limited or flaky API a fair number of chances."""
+        """Give a flaky API a fair number of chances."""
         return int(self.config.get("max_retries", 8))
 
     def backoff_handler(self, details: Details) -> None:
@@ -314,50 +547,22 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             f"HTTP {status}" if status else type(exc).__name__,
         )
 
-    # One-off JSON calls (user/bulk, systemInfo, licence counts) with the same retries.
 
-    def fetch_json(
-        self,
-        url: str,
-        params: Mapping[str, t.Any] | list[tuple[str, t.Any]] | None = None,
-        *,
-        auth: Auth | None = None,
-        parse: t.Callable[[bytes], t.Any] = decode_json,
-        gate: RequestGate | None = None,
-    ) -> t.Any:
-        """GET ``url`` with this stream's auth (or ``auth``), retries and error handling.
+def _spent_its_own_budget(exc: Exception) -> bool:
+    """Tell whether the outer layer must not retry: a 429 that outlasted its own tries."""
+    return isinstance(exc, RateLimitedError)
 
-        ``parse`` turns the body into the result; a ValueError from it means the body came
-        incomplete, and the request is retried. ``gate``, shared by concurrent workers, holds
-        every try to the number of requests the API currently accepts at once.
-        """
-        query = urlencode(list(params.items()) if isinstance(params, dict) else params or [])
-        full = f"{url}?{query}" if query else url
-        authenticator = auth or self.authenticator
 
-        parsed: list[t.Any] = []
+def _with_response(response: requests.Response) -> tuple[dict[str, t.Any], requests.Response]:
+    return parse_object(response), response
 
-        def send(prepared: requests.PreparedRequest, context: Context | None) -> requests.Response:
-            # Authenticate on every try, so a token refreshed after a 401 is used.
-            with gate.slot() if gate else contextlib.nullcontext():
-                response = self.requests_session.send(authenticator(prepared), timeout=self.timeout)
-            if gate:
-                if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-                    gate.refused()
-                elif response.ok:
-                    gate.answered()
-            self.validate_status(response)
-            try:
-                parsed.append(parse(response.content))
-            except ValueError:
-                raise self._unreadable(response) from None
-            return response
 
-        prepared = requests.Request(
-            "GET", full, headers={**self.http_headers, "User-Agent": self.user_agent}
-        ).prepare()
-        self.request_decorator(send)(prepared, None)
-        return parsed[-1]
+def sent_limit(response: requests.Response) -> int | None:
+    """Return the ``limit`` a request asked for, read back from its URL."""
+    for key, value in parse_qsl(urlsplit(response.request.url or "").query):
+        if key == "limit" and value.isdigit():
+            return int(value)
+    return None
 
 
 def log_progress_every(seconds: float) -> t.Callable[[], bool]:

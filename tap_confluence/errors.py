@@ -16,10 +16,29 @@ class StreamAccessError(FatalAPIError):
     granted scope is a misconfiguration that fails the run once the other streams are done.
     """
 
-    def __init__(self, message: str, *, scope_missing: bool = False) -> None:
-        """Keep the sentence and whether the cause is a scope that was not granted."""
+    def __init__(
+        self, message: str, *, scope_missing: bool = False, status: int | None = None
+    ) -> None:
+        """Keep the sentence, whether a scope was not granted, and the HTTP status if any."""
         super().__init__(message)
         self.scope_missing = scope_missing
+        self.status = status
+
+
+class RouteGoneError(StreamAccessError):
+    """The API answered 410: Atlassian removed the route (v1 routes with a v2 successor)."""
+
+
+class UnexpectedAnswerError(StreamAccessError):
+    """An answer the stream cannot use (wrong JSON shape, absurdly large) even after retries."""
+
+
+class RunHaltedError(TapUserError):
+    """Every stream must stop now (a spent rate-limit quota); the sentence says until when."""
+
+
+class HostUnreachableError(TapUserError):
+    """A configured host refused the connection or does not resolve; the sentence names it."""
 
 
 class Secrets:

@@ -1,4 +1,4 @@
-"""How many requests concurrent workers may have out at once, fewer while the API says 429.
+"""How much the tap asks of the API at once: requests in flight (fewer after a 429) and page size.
 
 Workers that all wait the same Retry-After come back at the same moment and can be refused
 together again, one of them every time. The gate halves the requests allowed out on a 429
@@ -61,3 +61,60 @@ class RequestGate:
                 self.limit += 1
                 self._successes = 0
                 self._changed.notify_all()
+
+
+#: Successes at a reduced page size before the governor tries a larger one again; doubled
+#: after every growth the edge refuses, so a size that keeps timing out is rarely retried.
+GROW_AFTER = 10
+
+
+class PageSizeGovernor:
+    """The page size a stream asks for: halved on a 502/504, grown back after successes.
+
+    Large pages time out at Atlassian's edge on busy sites; connectors ask again with half
+    the ``limit`` down to a floor, then grow back once smaller pages keep going through.
+    """
+
+    def __init__(self, ceiling: int, floor: int) -> None:
+        """``ceiling``: the size the stream wants; ``floor``: the smallest worth asking."""
+        self.ceiling = ceiling
+        self.floor = max(1, min(floor, ceiling))
+        self.size = ceiling
+        #: The smallest size the governor came down to (for logs and tests).
+        self.lowest = ceiling
+        self._successes = 0
+        self._grow_after = GROW_AFTER
+        self._grown = False
+        self._lock = threading.Lock()
+
+    def limit(self, wanted: int) -> int:
+        """Return the ``limit`` to send for a page the stream would ask ``wanted`` of."""
+        with self._lock:
+            return min(wanted, self.size)
+
+    def shrink(self, sent: int) -> bool:
+        """Halve after a page of ``sent`` timed out; False when already at the floor."""
+        with self._lock:
+            if sent <= self.floor:
+                return False
+            if self._grown:
+                # The last growth was refused: wait twice as long before the next one.
+                self._grow_after *= 2
+            self.size = max(self.floor, min(self.size, sent // 2))
+            self.lowest = min(self.lowest, self.size)
+            self._successes = 0
+            self._grown = False
+            return True
+
+    def succeeded(self) -> None:
+        """Count a page that went through; after enough, try twice the size again."""
+        with self._lock:
+            # A page went through at the current size: the last growth (if any) held.
+            self._grown = False
+            if self.size >= self.ceiling:
+                return
+            self._successes += 1
+            if self._successes >= self._grow_after:
+                self.size = min(self.ceiling, self.size * 2)
+                self._successes = 0
+                self._grown = True
