@@ -9,22 +9,31 @@ source is newer than what earlier runs emitted, at most once per user per source
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import time
 import typing as t
-from urllib.parse import parse_qs, quote, urlsplit
+import zoneinfo
+from urllib.parse import quote, urlsplit
 
 from singer_sdk.authenticators import BearerTokenAuthenticator
-from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_confluence.activity_ledger import Latest, Ledger, shared_audit_read
-from tap_confluence.audit import AUDIT_SCOPES, AuditPage, iso_to_ms, ms_to_iso
+from tap_confluence.activity_ledger import (
+    Latest,
+    Ledger,
+    StateShapeError,
+    millis,
+    shared_audit_read,
+)
+from tap_confluence.audit import AUDIT_SCOPES, iso_to_ms, ms_to_iso
 from tap_confluence.audit_windows import AuditWindowWalker
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.client import ConfluenceStream, log_progress_every
 from tap_confluence.config import fail
 from tap_confluence.errors import StreamAccessError
-from tap_confluence.request_gate import RequestGate
+from tap_confluence.paging import CursorPaginator, NextLinkPaginator
+from tap_confluence.users import UserSearch
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -33,12 +42,16 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.audit import AuditRecordsStream
-    from tap_confluence.users import UsersStream
+    from tap_confluence.request_gate import PageSizeGovernor
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
-#: Content search dates have minute resolution: re-read one minute before the bookmark.
-CONTENT_OVERLAP_MS = MINUTE_MS
+#: Content search dates have minute resolution and the index lags on busy sites: re-read
+#: this many minutes before the bookmark unless content_lookback_minutes says otherwise.
+DEFAULT_CONTENT_LOOKBACK_MINUTES = 30
+#: The westmost offset any zone has (Baker Island): a CQL date written in it starts at or
+#: before the moment meant, whatever zone the site reads it in.
+WESTMOST = dt.timezone(dt.timedelta(hours=-12), "UTC-12")
 #: Admin API dates lag up to 24 hours, and a seat holder may get their first row long after
 #: the newest date seen (newly licensed, or never asked before). Remembering everyone active in
 #: the last 120 days (90-day idle-seat window plus slack) gives every such user a row; the cost
@@ -48,6 +61,11 @@ CONTENT_TYPES = "page, blogpost, comment, attachment"
 CONTENT_SCOPES = (frozenset({"search:confluence"}), frozenset({"read:content-details:confluence"}))
 #: How often (in users) an Admin API pass saves where it is, so a killed run resumes there.
 ADMIN_CHECKPOINT_USERS = 100
+#: Users refused one after another (403) from the start of a pass before the key itself is
+#: taken to lack the permission, rather than each of those users being hidden from it.
+ADMIN_ALL_FORBIDDEN = 20
+#: Pages of one user's last-active dates read at most (there is one product per entry).
+ADMIN_MAX_PAGES = 20
 
 
 def check_admin_settings(config: Mapping[str, t.Any]) -> bool:
@@ -64,6 +82,10 @@ def check_admin_settings(config: Mapping[str, t.Any]) -> bool:
 
 class _NotInOrganizationError(FatalAPIError):
     """The Admin API does not know this account (it is not managed by the organization)."""
+
+
+class _HiddenUserError(FatalAPIError):
+    """The Admin API will not show this key one user (403)."""
 
 
 class UserActivityStream(ConfluenceStream):
@@ -110,9 +132,9 @@ class UserActivityStream(ConfluenceStream):
         overlap = (
             int(self.config.get("audit_lookback_minutes", 60)) * MINUTE_MS
             if source == "audit"
-            else CONTENT_OVERLAP_MS
+            else self._content_overlap_ms()
         )
-        ledger = Ledger.load(state, self._bookmark_ms(state), overlap, self._start_ms())
+        ledger = self._load_ledger(source, state, overlap, self._start_ms())
         latest = self._read_audit(ledger) if source == "audit" else self._read_content(ledger)
         emitted = 0
         for account_id, at_ms, detail in latest.oldest_first():
@@ -129,10 +151,23 @@ class UserActivityStream(ConfluenceStream):
             emitted,
         )
 
-    @staticmethod
-    def _bookmark_ms(state: Mapping[str, t.Any]) -> int | None:
-        raw = state.get("replication_key_value")
-        return _iso_ms(str(raw)) if raw else None
+    def _content_overlap_ms(self) -> int:
+        minutes = self.config.get("content_lookback_minutes", DEFAULT_CONTENT_LOOKBACK_MINUTES)
+        return int(minutes) * MINUTE_MS
+
+    def _load_ledger(
+        self, source: str, state: Mapping[str, t.Any], overlap: int, floor: int | None
+    ) -> Ledger:
+        """Read a source's ledger from its state, or end the source in one sentence."""
+        try:
+            bookmark = _bookmark_ms(state)
+            return Ledger.load(state, bookmark, overlap, floor)
+        except (StateShapeError, ValueError) as exc:
+            msg = (
+                f"user_activity from {source}: its state is unusable ({exc}); pass the last "
+                "STATE the tap emitted, or none to read this source afresh."
+            )
+            raise StreamAccessError(msg) from None
 
     def _save(self, ledger: Ledger, state: dict[str, t.Any]) -> None:
         # The ledger decides the bookmark: the SDK would keep the last row's value, which
@@ -207,20 +242,12 @@ class UserActivityStream(ConfluenceStream):
         """Offer every record in ``[lo, until]`` to ``latest``; return the requests sent."""
         # The audit stream's own tuning: retention floor, compact pages, concurrent windows.
         audit = t.cast("AuditRecordsStream", self.confluence_tap.streams["audit_records"])
-        url = f"{self.url_base}{audit.path}"
         requests_sent = 0
         if until - lo > 366 * DAY_MS:
             lo = max(lo, audit.retention_floor(until))
             requests_sent += 1
-
-        gate = RequestGate(audit.concurrency)
-
-        def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
-            params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage, gate=gate))
-
         walker = AuditWindowWalker(
-            fetch,
+            audit.page_fetcher(self),
             page_size=audit.page_size,
             target_pages=audit.target_pages,
             workers=audit.concurrency,
@@ -238,99 +265,139 @@ class UserActivityStream(ConfluenceStream):
 
     # content: the newest page, blog post, comment or attachment each user created or updated.
 
-    def _content_cql(self, lower: int | None) -> str:
+    def _content_cql(self, lower: int | None, zone: dt.tzinfo) -> str:
+        """CQL for content changed at or after ``lower``, its date written in ``zone``."""
         cql = f"type in ({CONTENT_TYPES})"
         if lower is not None:
-            minute = dt.datetime.fromtimestamp(max(lower, 0) // 1000, tz=dt.UTC)
+            # Cut to the minute: the window starts at or before the moment meant.
+            minute = dt.datetime.fromtimestamp(max(lower, 0) // 1000, tz=dt.UTC).astimezone(zone)
             cql += f' and lastmodified >= "{minute:%Y/%m/%d %H:%M}"'
         return cql + " order by lastmodified asc"
 
+    def _cql_zone(self, lower: int | None) -> dt.tzinfo:
+        """Pick the zone to write CQL dates in so that none starts late, whatever zone reads it.
+
+        Cloud reads a CQL date in the calling user's (or the site's) time zone, not UTC
+        (CONFCLOUD-70966). The date is written in the westmost of the zones it may be read
+        in (the user's, the site's, UTC): read in any of them it starts at or before the
+        moment meant, and re-read results are de-duplicated by the ledger. With no zone
+        known at all, the westmost zone on Earth.
+        """
+        if lower is None:
+            return dt.UTC
+        at = dt.datetime.fromtimestamp(max(lower, 0) / 1000, tz=dt.UTC)
+        zones: list[dt.tzinfo] = []
+        for name in self._zone_names():
+            try:
+                zones.append(zoneinfo.ZoneInfo(name))
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                self.logger.warning("user_activity: content: unknown time zone %r.", name[:60])
+        if not zones:
+            self.logger.warning(
+                "user_activity: content: neither user/current nor settings/systemInfo says "
+                "which time zone CQL dates are read in, so they are written in UTC-12 and up "
+                "to 14 hours of content is read again (de-duplicated)."
+            )
+            return WESTMOST
+        zones.append(dt.UTC)
+        zone = min(zones, key=lambda z: at.astimezone(z).utcoffset() or dt.timedelta(0))
+        self.logger.info(
+            "user_activity: content: CQL dates written in %s (UTC%s), the westmost of the "
+            "user's and the site's time zones and UTC.",
+            zone,
+            at.astimezone(zone).strftime("%z"),
+        )
+        return zone
+
+    def _zone_names(self) -> list[str]:
+        """List the zones the site may read CQL dates in: the calling user's, the site's."""
+        names = []
+        for path, key in (
+            ("/wiki/rest/api/user/current", "timeZone"),
+            ("/wiki/rest/api/settings/systemInfo", "defaultTimeZone"),
+        ):
+            try:
+                body = self.fetch_json(f"{self.url_base}{path}")
+            except (StreamAccessError, FatalAPIError, RetriableAPIError):
+                continue  # a scope this grant lacks, or a route gone: one zone less to know
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                names.append(value.strip())
+        return names
+
     def _read_content(self, ledger: Ledger) -> Latest:
         latest = Latest()
-        params: dict[str, t.Any] | None = {
-            "cql": self._content_cql(ledger.lower),
+        params = {
+            "cql": self._content_cql(ledger.lower, self._cql_zone(ledger.lower)),
             "limit": self.page_size,
             "expand": "content.history,content.history.lastUpdated",
         }
         url = f"{self.url_base}{self.path}"
-        requests_sent, progress, seen_links = 0, log_progress_every(5.0), set()
+        progress = log_progress_every(5.0)
+        paginator = NextLinkPaginator(self.rebase_link)
+        malformed = 0
         try:
-            while url:
-                body = self.fetch_json(url, params)
-                requests_sent += 1
-                results = body.get("results") or []
-                for result in results:
-                    self._offer_content(latest, result)
-                # The API may cap the page size below ours: follow next links, not sizes.
-                link = (body.get("_links") or {}).get("next")
-                url = self.rebase_link(str(link)) if link and results else ""
-                params = None
-                if url in seen_links:
-                    msg = f"user_activity: content search returned the same next link twice: {url}"
-                    raise FatalAPIError(msg)
-                seen_links.add(url)
+            for body in self.fetch_pages(url, params, paginator):
+                for result in self.page_records(body):
+                    malformed += not self._offer_content(latest, result)
                 if progress():
                     self.logger.info("user_activity: content: %d items read so far.", latest.events)
         except StreamAccessError as exc:
             raise self._source_error(
                 "content", exc, "search:confluence or read:content-details:confluence"
             ) from None
-        self.logger.info("user_activity: content: %d search requests.", requests_sent)
+        if malformed:
+            self.logger.warning(
+                "user_activity: content: %d search results had no readable history and were "
+                "left out; the API returned malformed results.",
+                malformed,
+            )
+        self.logger.info("user_activity: content: %d search requests.", paginator.count)
         return latest
 
     @staticmethod
-    def _offer_content(latest: Latest, result: Mapping[str, t.Any]) -> None:
-        content = result.get("content") or {}
-        history = content.get("history") or {}
+    def _offer_content(latest: Latest, result: Mapping[str, t.Any]) -> bool:
+        """Offer a result's creation and last update; False when it cannot be read."""
+        content = _object(result.get("content"))
+        history = _object(content.get("history"))
         kind, title = content.get("type") or "content", content.get("title") or ""
-        updated = history.get("lastUpdated") or {}
-        if updated.get("when"):
-            latest.offer(
-                (updated.get("by") or {}).get("accountId"),
-                _iso_ms(str(updated["when"])),
-                f"{kind} updated: {title}",
-            )
-        if history.get("createdDate"):
-            latest.offer(
-                (history.get("createdBy") or {}).get("accountId"),
-                _iso_ms(str(history["createdDate"])),
-                f"{kind} created: {title}",
-            )
+        updated = _object(history.get("lastUpdated"))
+        offered = False
+        try:
+            if updated.get("when"):
+                latest.offer(
+                    _object(updated.get("by")).get("accountId"),
+                    _iso_ms(str(updated["when"])),
+                    f"{kind} updated: {title}",
+                )
+                offered = True
+            if history.get("createdDate"):
+                latest.offer(
+                    _object(history.get("createdBy")).get("accountId"),
+                    _iso_ms(str(history["createdDate"])),
+                    f"{kind} created: {title}",
+                )
+                offered = True
+        except ValueError:
+            return False
+        return offered
 
     # admin: the Admin API's last active date in Confluence, one request per licensed user.
 
     def _admin(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         state = self.get_context_state(context)
-        ledger = Ledger.load(state, self._bookmark_ms(state), ADMIN_OVERLAP_MS, None)
+        ledger = self._load_ledger("admin", state, ADMIN_OVERLAP_MS, None)
         users = self._licensed_account_ids()
-        cursor = state.get("cursor")
-        start = users.index(cursor) + 1 if cursor in users else 0
-        if start and "passLower" in state:
-            # A resumed pass keeps the lower bound it started with: the bookmark has moved
-            # with the users already done, and the rest must be judged as they would have been.
-            ledger.lower = state["passLower"]
-        state["passLower"] = ledger.lower
-        if start:
-            self.logger.info(
-                "user_activity: admin: resuming a pass after %d of %d users.", start, len(users)
-            )
+        start = self._resume_point(state, ledger, users)
         auth = BearerTokenAuthenticator(token=str(self.config["org_api_key"]))
-        base = str(self.config["api_url"]).rstrip("/")
-        org = quote(str(self.config["org_id"]), safe="")
-        found = missing = emitted = 0
+        tally: collections.Counter[str] = collections.Counter()
         progress = log_progress_every(5.0)
         for done, account_id in enumerate(users[start:], start=start + 1):
-            url = f"{base}/admin/v1/orgs/{org}/directory/users/{quote(account_id, safe=':')}"
-            try:
-                day = self._last_active_day(f"{url}/last-active-dates", auth)
-            except _NotInOrganizationError:
-                missing += 1
-                day = None
+            day = self._ask_admin(account_id, auth, tally, asked=done - start)
             if day is not None:
-                found += 1
                 at_ms = iso_to_ms(dt.datetime.fromisoformat(day))
                 if ledger.observe(account_id, at_ms):
-                    emitted += 1
+                    tally["emitted"] += 1
                     yield self._row(
                         account_id, "admin", at_ms, "last active in Confluence (Admin API, daily)"
                     )
@@ -343,30 +410,91 @@ class UserActivityStream(ConfluenceStream):
         state.pop("cursor", None)
         state.pop("passLower", None)
         self._save(ledger, state)
-        if len(users) > start and missing == len(users) - start:
+        asked = len(users) - start
+        if asked and tally["missing"] == asked:
             msg = (
-                f"user_activity from admin: the Admin API knows none of the site's {missing} "
+                f"user_activity from admin: the Admin API knows none of the site's {asked} "
                 f"licensed users in organization {self.config['org_id']}; check org_id."
             )
             raise StreamAccessError(msg)
+        if tally["hidden"]:
+            self.logger.warning(
+                "user_activity: admin: skipped %d users the Admin API would not show this key "
+                "(403); they get no admin row this run.",
+                tally["hidden"],
+            )
         self.logger.info(
             "user_activity: admin: %d users asked, %d with a Confluence date, %d not in the "
             "organization, %d rows with newer activity.",
-            len(users) - start,
-            found,
-            missing,
-            emitted,
+            asked,
+            tally["found"],
+            tally["missing"],
+            tally["emitted"],
         )
+
+    def _resume_point(self, state: dict[str, t.Any], ledger: Ledger, users: list[str]) -> int:
+        """Where a pass killed at a checkpoint goes on: the index after its cursor, else 0."""
+        cursor = state.get("cursor")
+        start = users.index(cursor) + 1 if cursor in users else 0
+        if start and state.get("passLower") is not None:
+            # A resumed pass keeps the lower bound it started with: the bookmark has moved
+            # with the users already done, and the rest must be judged as they would have been.
+            try:
+                ledger.lower = millis(state["passLower"], "'passLower'")
+            except StateShapeError as exc:
+                msg = (
+                    f"user_activity from admin: its state is unusable ({exc}); pass the last "
+                    "STATE the tap emitted, or none to read this source afresh."
+                )
+                raise StreamAccessError(msg) from None
+        state["passLower"] = ledger.lower
+        if start:
+            self.logger.info(
+                "user_activity: admin: resuming a pass after %d of %d users.", start, len(users)
+            )
+        return start
+
+    def _ask_admin(
+        self,
+        account_id: str,
+        auth: BearerTokenAuthenticator,
+        tally: collections.Counter[str],
+        *,
+        asked: int,
+    ) -> str | None:
+        """One user's Confluence last active day; a user the API will not show is counted."""
+        base = str(self.config["api_url"]).rstrip("/")
+        org = quote(str(self.config["org_id"]), safe="")
+        user = quote(account_id, safe=":")
+        url = f"{base}/admin/v1/orgs/{org}/directory/users/{user}/last-active-dates"
+        try:
+            day = self._last_active_day(url, auth)
+        except _NotInOrganizationError:
+            tally["missing"] += 1
+            return None
+        except _HiddenUserError:
+            # One user the key may not see must not stall the pass at this cursor.
+            tally["hidden"] += 1
+            if tally["hidden"] == asked >= ADMIN_ALL_FORBIDDEN:
+                msg = (
+                    f"user_activity from admin: the Admin API refused all of the first "
+                    f"{asked} users (403); give org_api_key access to the organization's "
+                    "users at admin.atlassian.com > Settings > API keys."
+                )
+                raise StreamAccessError(msg) from None
+            return None
+        if day is not None:
+            tally["found"] += 1
+        return day
 
     def _licensed_account_ids(self) -> list[str]:
         # The same search/user listing (and paging) the users stream reads.
-        users = t.cast("UsersStream", self.confluence_tap.streams["users"])
         ids: list[str] = []
         try:
-            for result in users.request_records({"filter": "none"}):
-                account_id = (result.get("user") or {}).get("accountId")
-                if account_id:
-                    ids.append(str(account_id))
+            for result in UserSearch(self, "none"):
+                account_id = _object(result.get("user")).get("accountId")
+                if isinstance(account_id, str) and account_id:
+                    ids.append(account_id)
         except StreamAccessError as exc:
             raise self._source_error(
                 "admin", exc, "the user search (read:content-details:confluence)"
@@ -376,50 +504,51 @@ class UserActivityStream(ConfluenceStream):
     def _last_active_day(self, url: str, auth: BearerTokenAuthenticator) -> str | None:
         """Return the user's Confluence last active day (YYYY-MM-DD), across result pages."""
         best: str | None = None
-        params: dict[str, t.Any] = {}
-        for _ in range(20):
-            body = self.fetch_json(url, params, auth=auth)
-            data = body.get("data") or {}
-            for product in data.get("product_access") or []:
+        pages = self.fetch_pages(url, {}, CursorPaginator(), auth=auth)
+        for page, body in enumerate(pages, start=1):
+            for entry in _object(body.get("data")).get("product_access") or []:
+                product = _object(entry)
                 key, day = str(product.get("key") or ""), product.get("last_active")
                 if key.startswith("confluence") and day:
                     best = max(best or "", str(day)[:10])
-            cursor = _cursor_of((body.get("links") or {}).get("next"))
-            if not cursor:
+            if page >= ADMIN_MAX_PAGES:
                 break
-            params = {"cursor": cursor}
         return best
 
-    def validate_status(self, response: requests.Response) -> None:
+    def validate_status(
+        self, response: requests.Response, *, governor: PageSizeGovernor | None = None
+    ) -> None:
         """Admin API errors name org_id and org_api_key; the rest as for every stream."""
         path = urlsplit(response.url).path
         if not path.startswith("/admin/") or response.status_code < 400:
-            super().validate_status(response)
+            super().validate_status(response, governor=governor)
             return
         status = response.status_code
-        if status in (401, 403):
+        if status == 401:
             msg = (
                 f"user_activity from admin: the Admin API refused org_api_key ({status}); "
                 "create an organization API key at admin.atlassian.com > Settings > API keys "
                 "and check org_id."
             )
             raise StreamAccessError(msg)
+        if status == 403:
+            msg = "the Admin API will not show this user"
+            raise _HiddenUserError(msg)
         if status == 404:
             msg = "not in the organization"
             raise _NotInOrganizationError(msg)
-        super().validate_status(response)
+        super().validate_status(response, governor=governor)
+
+
+def _bookmark_ms(state: Mapping[str, t.Any]) -> int | None:
+    raw = state.get("replication_key_value")
+    return _iso_ms(str(raw)) if raw else None
 
 
 def _iso_ms(value: str) -> int:
     return iso_to_ms(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
-def _cursor_of(link: t.Any) -> str | None:
-    """Return the cursor in a ``links.next`` value (a URL, or the bare cursor)."""
-    if not link:
-        return None
-    text = str(link)
-    if "cursor=" in text:
-        found = parse_qs(urlsplit(text).query).get("cursor") or []
-        return found[0] if found else None
-    return text
+def _object(value: t.Any) -> Mapping[str, t.Any]:
+    """Return ``value`` when it is a JSON object, else an empty one (the API sent oddities)."""
+    return value if isinstance(value, dict) else {}

@@ -15,6 +15,18 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 
+class StateShapeError(ValueError):
+    """A source's state holds an entry of the wrong type; the message names it."""
+
+
+def millis(value: t.Any, what: str) -> int:
+    """Return ``value`` as epoch milliseconds, or raise StateShapeError naming ``what``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    msg = f"{what} is {type(value).__name__} {str(value)[:40]!r}, not epoch milliseconds"
+    raise StateShapeError(msg)
+
+
 @dataclasses.dataclass
 class Ledger:
     """One source's memory across runs: the bookmark and who was active just before it.
@@ -45,7 +57,10 @@ class Ledger:
     ) -> Ledger:
         """Read the ledger from a partition's state and its bookmark."""
         recent = state.get("recent")
-        known = {str(k): int(v) for k, v in (recent or {}).items()}
+        if recent is not None and not isinstance(recent, dict):
+            msg = f"'recent' is a {type(recent).__name__}, not an object of accountId to time"
+            raise StateShapeError(msg)
+        known = {str(k): millis(v, f"'recent' of {str(k)[:40]}") for k, v in (recent or {}).items()}
         default = bookmark if bookmark is not None and recent is None else -1
         lows = [v for v in (floor_ms,) if v is not None]
         if bookmark is not None:

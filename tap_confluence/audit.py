@@ -15,12 +15,13 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_confluence.activity_ledger import shared_audit_read
 from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
-from tap_confluence.client import ConfluenceStream, log_progress_every
-from tap_confluence.request_gate import RequestGate
+from tap_confluence.client import ConfluenceStream, log_progress_every, sent_limit
+from tap_confluence.request_gate import PageSizeGovernor, RequestGate
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
 
+    import requests
     from singer_sdk.helpers.types import Context
 
 AUDIT_SCOPES = (frozenset({"read:audit-log:confluence"}),)
@@ -32,6 +33,8 @@ DEFAULT_CONCURRENCY = 5
 RETENTION_UNIT_DAYS = {"DAYS": 1, "WEEKS": 7, "MONTHS": 31, "YEARS": 366, "DECADES": 3653}
 #: Records a little older than the retention period may not be purged yet.
 RETENTION_SLACK_DAYS = 31
+#: The smallest page asked for after 502/504s on large pages.
+MIN_PAGE_SIZE = 100
 
 
 def keep_large_buffers_out_of_the_heap() -> None:
@@ -58,6 +61,7 @@ class _Dated(msgspec.Struct):
 
 class _Envelope(msgspec.Struct):
     results: list[_Dated] = msgspec.field(default_factory=list)
+    limit: int | None = None
 
 
 class _Rows(msgspec.Struct):
@@ -74,11 +78,17 @@ class AuditPage:
     are built once, when the window is emitted, so windows read ahead cost little memory.
     """
 
-    __slots__ = ("_body", "count", "newest", "oldest", "undated")
+    __slots__ = ("_body", "asked", "count", "echoed", "newest", "oldest", "undated")
 
-    def __init__(self, body: bytes) -> None:
-        """Read the dates (an incomplete body raises ValueError, so it is fetched again)."""
-        results = _read_dates(body).results
+    def __init__(self, body: bytes, asked: int) -> None:
+        """Read the dates (an incomplete body raises ValueError, so it is fetched again).
+
+        ``asked`` is the ``limit`` the request sent; the page's own ``limit`` is the echo.
+        """
+        envelope = _read_dates(body)
+        results = envelope.results
+        self.asked = asked
+        self.echoed = envelope.limit
         self.count = len(results)
         dates = [r.creationDate for r in results if r.creationDate is not None]
         self.oldest = min(dates) if dates else None
@@ -87,6 +97,11 @@ class AuditPage:
         # Level 3 shrinks these pages about 14-fold, a little faster than level 1 (which
         # shrinks them 12-fold), and zlib lets other threads run meanwhile.
         self._body = zlib.compress(body, 3)
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> AuditPage:
+        """Read a page off its response, with the ``limit`` its request sent."""
+        return cls(response.content, sent_limit(response) or 0)
 
     def digested(self) -> list[tuple[int, bytes, dict[str, t.Any]]]:
         """``(creationDate or 0, digest, record)`` per record; digests as ``record_id``'s."""
@@ -137,6 +152,31 @@ def iso_to_ms(value: dt.datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return int(value.timestamp() * 1000)
+
+
+class AuditFetcher:
+    """Fetches audit pages for one walk: a request gate and a page size its workers share."""
+
+    def __init__(self, audit: AuditRecordsStream, url: str, caller: ConfluenceStream) -> None:
+        """Ask ``url`` at ``audit``'s page size and concurrency, as ``caller`` (its errors)."""
+        self._stream = caller
+        self._url = url
+        self._endpoint = audit.path
+        self.gate = RequestGate(audit.concurrency)
+        self.governor = PageSizeGovernor(audit.page_size, MIN_PAGE_SIZE)
+
+    def __call__(self, start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
+        """One page of ``[start_ms, end_ms]`` from ``offset``, newest first."""
+        params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
+        page = self._stream.fetch_json(
+            self._url,
+            params,
+            parse=AuditPage.from_response,
+            gate=self.gate,
+            governor=self.governor,
+            endpoint=self._endpoint,
+        )
+        return t.cast("AuditPage", page)
 
 
 class AuditRecordsStream(ConfluenceStream):
@@ -215,6 +255,10 @@ class AuditRecordsStream(ConfluenceStream):
             return 0
         return max(0, until - int((number * days + RETENTION_SLACK_DAYS) * 86_400_000))
 
+    def page_fetcher(self, caller: ConfluenceStream | None = None) -> AuditFetcher:
+        """Fetch audit pages for one walk, as this stream or as ``caller`` (user_activity)."""
+        return AuditFetcher(self, f"{self.url_base}{self.path}", caller or self)
+
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         lo, until = self.window_bounds(context)
@@ -232,13 +276,9 @@ class AuditRecordsStream(ConfluenceStream):
         progress = log_progress_every(5.0)
         emitted = 0
         undated = 0
-        url = f"{self.url_base}{self.path}"
 
-        gate = RequestGate(self.concurrency)
-
-        def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
-            params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-            return t.cast("AuditPage", self.fetch_json(url, params, parse=AuditPage, gate=gate))
+        fetch = self.page_fetcher()
+        gate = fetch.gate
 
         def on_window(w0: int, w1: int) -> None:
             if progress():
@@ -294,11 +334,20 @@ class AuditRecordsStream(ConfluenceStream):
         if shared:
             shared.finish()
         self.logger.info(
-            "audit_records: %d records in %d requests (%d windows narrowed; at most %d "
-            "requests at once, %d while rate-limited).",
+            "audit_records: %d records in %d requests (%d windows narrowed, %d asked only to "
+            "tell a short page from a capped one; at most %d requests at once, %d while "
+            "rate-limited; pages of %s records%s).",
             emitted,
             walker.requests,
             walker.narrowed,
+            walker.verifications,
             gate.ceiling,
             gate.lowest,
+            walker.cap or self.page_size,
+            ", as the API caps them" if walker.cap else "",
         )
+        if fetch.governor.lowest < self.page_size:
+            self.logger.info(
+                "audit_records: large pages timed out, so pages of down to %d were asked for.",
+                fetch.governor.lowest,
+            )

@@ -34,6 +34,9 @@ class Page(t.Protocol):
     """One page of the audit API: its size and date range now, its records when asked."""
 
     count: int
+    #: The ``limit`` its request sent, and the ``limit`` the page says it served (None: absent).
+    asked: int
+    echoed: int | None
     #: Smallest and largest creationDate on the page; None when no record carried one.
     oldest: int | None
     newest: int | None
@@ -74,9 +77,11 @@ def record_id(record: Record, *, has_floats: bool = True) -> str:
 class ListPage:
     """A page given as already parsed records."""
 
-    def __init__(self, rows: list[Record]) -> None:
+    def __init__(self, rows: list[Record], asked: int, echoed: int | None = None) -> None:
         """Keep the rows; size and oldest date come from them."""
         self._rows = rows
+        self.asked = asked
+        self.echoed = echoed
         self.count = len(rows)
         dates = [int(r["creationDate"]) for r in rows if r.get("creationDate") is not None]
         self.oldest = min(dates) if dates else None
@@ -227,6 +232,15 @@ class AuditWindowWalker:
         self.requests = 0
         #: Windows abandoned as too dense and re-read narrower.
         self.narrowed = 0
+        #: The most records the API serves per page when it serves fewer than asked (echoed,
+        #: or learned when a short page turned out not to be the last); None: not capped.
+        self.cap: int | None = None
+        #: A page as large as asked came back: the API does not cap below our page size.
+        self._uncapped = False
+        #: The largest page seen: the cap is at least this, so shorter pages are ends.
+        self._largest = 0
+        #: Requests sent only to tell a short page from a capped one.
+        self.verifications = 0
         self._seen_records = False
 
     def fetch(self, start_ms: int, end_ms: int, offset: int) -> Page:
@@ -234,7 +248,43 @@ class AuditWindowWalker:
         with self._lock:
             self.requests += 1
         got = self._fetch(start_ms, end_ms, offset, self.page_size)
-        return ListPage(got) if isinstance(got, list) else got
+        return ListPage(got, self.page_size) if isinstance(got, list) else got
+
+    def more_after(self, page: Page) -> bool | None:
+        """Tell whether records may follow ``page`` in its query: yes, no, or None (unknown).
+
+        Atlassian documents ``limit`` as "may be restricted by fixed system limits", so a
+        page shorter than asked ends the query only when the API says so: a page as full as
+        asked, or as full as an echoed ``limit`` below the one asked, is followed by more;
+        a page shorter than the cap, or than a page already seen, is the end. A short page
+        of a size never seen is unknown until the next offset is asked for (``learn``).
+        """
+        with self._lock:
+            count = page.count
+            if page.echoed is not None and 0 < page.echoed < page.asked:
+                self.cap = page.echoed if self.cap is None else min(self.cap, page.echoed)
+            self._largest = max(self._largest, count)
+            if count >= page.asked and count > 0:
+                if page.asked >= self.page_size:
+                    self._uncapped = True
+                return True
+            if count == 0 or self._uncapped:
+                return False
+            if self.cap is not None:
+                return count >= min(self.cap, page.asked)
+            return None if count >= self._largest else False
+
+    def learn(self, short: Page, following: Page) -> bool:
+        """``following`` was asked for right after the unknown ``short`` page: learn the cap.
+
+        Records there mean the API capped ``short`` at its size; none mean it was the end.
+        """
+        with self._lock:
+            self.verifications += 1
+            if following.count:
+                self.cap = short.count if self.cap is None else min(self.cap, short.count)
+                return True
+            return False
 
     def walk(self, lo: int, hi: int) -> Iterator[Window]:
         """Yield complete windows covering ``[lo, hi]`` in order; nothing newer than ``hi``."""
@@ -436,7 +486,18 @@ class AuditWindowWalker:
                 top = page.newest
             pages.append(page)
             count += page.count
-            if page.count < self.page_size:
+            more = self.more_after(page)
+            if more is None:
+                # Maybe capped below what was asked: the next offset of the same query
+                # tells (newest first, an insertion can only repeat a record, never skip one).
+                following = self.fetch(w0, hi, page.count)
+                more = self.learn(page, following)
+                if more:
+                    pages.append(following)
+                    count += following.count
+                    page = following
+                    more = self.more_after(page)
+            if not more:
                 return Window(w0, w1, pages, count)
             oldest = page.oldest if page.oldest is not None else hi
             if oldest >= hi:
@@ -459,10 +520,16 @@ class AuditWindowWalker:
 
     def _read_millisecond(self, ms: int, offset: int, into: list[Page]) -> int:
         added = 0
+        unknown: Page | None = None
         while True:
             page = self.fetch(ms, ms, offset)
             into.append(page)
             added += page.count
-            if page.count < self.page_size:
+            if unknown is not None:
+                self.learn(unknown, page)
+            more = self.more_after(page)
+            if not page.count or more is False:
                 return added
+            # Full, or maybe capped: the next offset is asked either way, and tells which.
+            unknown = page if more is None else None
             offset += page.count

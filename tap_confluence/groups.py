@@ -63,15 +63,12 @@ class GroupMembersStream(ConfluenceStream):
         """Keep who the member is; tag with the group and cloudId."""
         member = {
             key: row.get(key)
-            for key in (
-                "accountId",
-                "accountType",
-                "type",
-                "email",
-                "publicName",
-                "displayName",
-                "isGuest",
-            )
+            for key in ("accountId", "accountType", "type", "email", "publicName", "displayName")
         }
+        # Cloud's member objects may lack isGuest; isExternalCollaborator says the same.
+        guest = row.get("isGuest")
+        if guest is None:
+            guest = row.get("isExternalCollaborator", row.get("externalCollaborator"))
+        member["isGuest"] = guest
         member["groupId"] = (context or {}).get("groupId")
         return super().post_process(member, context)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import typing as t
 
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
 from tap_confluence.client import ConfluenceStream
-from tap_confluence.errors import StreamAccessError, TapUserError
-from tap_confluence.users import SEARCH_USER_CAP
+from tap_confluence.errors import (
+    HostUnreachableError,
+    RunHaltedError,
+    StreamAccessError,
+    TapUserError,
+)
+from tap_confluence.users import SEARCH_USER_CAP, UserSearch
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,20 +64,26 @@ class LicenseSubscriptionsStream(ConfluenceStream):
         site = self.confluence_tap.connection_plan.license_site_url
         if auth is None or not site:
             return None
-        try:
-            values = {
-                what: self.fetch_json(f"{site}{LICENSE_PATH}/{what}", auth=auth).get("count")
-                for what in ("userCount", "maxUsers", "remainingSeats")
-            }
-        except (StreamAccessError, TapUserError) as exc:
-            self.logger.warning(
-                "license_subscriptions: the site's licence endpoints refused email and "
-                "api_token (%s); purchasedSeats and remainingSeats stay empty and "
-                "licensedUsers is counted from users instead. They need a classic API token "
-                "of a site administrator.",
-                type(exc).__name__,
-            )
-            return None
+        values: dict[str, t.Any] = {}
+        for what in ("userCount", "maxUsers", "remainingSeats"):
+            endpoint = f"{LICENSE_PATH}/{what}"
+            try:
+                values[what] = self.fetch_json(f"{site}{endpoint}", auth=auth).get("count")
+            except (RunHaltedError, HostUnreachableError):
+                raise
+            except (StreamAccessError, TapUserError, FatalAPIError, RetriableAPIError) as exc:
+                # Unofficial and unsupported (CONFCLOUD-82766): it may refuse the token, be
+                # gone (404/410) or answer a web page; none of that may end the run.
+                self.logger.warning(
+                    "license_subscriptions: the unofficial licence endpoint %s cannot be used "
+                    "(%s); Atlassian does not support it and may have removed it, so "
+                    "licensedUsers is counted from search/user instead and purchasedSeats and "
+                    "remainingSeats stay empty (seatSource user_search). It needs a classic "
+                    "API token of a site administrator while it exists.",
+                    endpoint,
+                    _why(exc),
+                )
+                return None
         return {
             "licensedUsers": _int_or_none(values["userCount"]),
             "purchasedSeats": _int_or_none(values["maxUsers"]),
@@ -79,32 +92,31 @@ class LicenseSubscriptionsStream(ConfluenceStream):
 
     def _count_licensed_users(self) -> int | None:
         """Count licensed users by paging search/user (as Snow Atlas does without Basic auth)."""
-        url = f"{self.url_base}/wiki/rest/api/search/user"
-        params: dict[str, t.Any] = {
-            "cql": "type=user",
-            "sitePermissionTypeFilter": "none",
-            "limit": 200,
-            "start": 0,
-        }
-        total = 0
+        search = UserSearch(self, "none")
         try:
-            while True:
-                body = self.fetch_json(url, params)
-                results = body.get("results") or []
-                total += len(results)
-                if len(results) < params["limit"] or not (body.get("_links") or {}).get("next"):
-                    break
-                params["start"] += len(results)
+            total = sum(1 for _ in search)
         except StreamAccessError as exc:
             self.logger.warning("license_subscriptions: cannot count licensed users: %s", exc)
             return None
-        if total >= SEARCH_USER_CAP:
+        if search.reached_cap:
             self.logger.warning(
                 "license_subscriptions: search/user stops at %d users, so licensedUsers is a "
                 "lower bound; set site_url, email and api_token to read the licence endpoints.",
                 SEARCH_USER_CAP,
             )
         return total
+
+
+def _why(exc: Exception) -> str:
+    """Return a short reason: the HTTP status when there was one, else what was wrong."""
+    status = getattr(exc, "status", None)
+    if status == 410:
+        return "410 Gone"
+    if status is not None:
+        return f"HTTP {status}"
+    if "not JSON" in str(exc):
+        return "it answered a web page, not JSON"
+    return str(exc).removeprefix("license_subscriptions: ").rstrip(".")[:160]
 
 
 def _int_or_none(value: t.Any) -> int | None:

@@ -7,20 +7,30 @@ from urllib.parse import quote
 
 from tap_confluence.client import ConfluenceStream, log_progress_every
 from tap_confluence.conform import conform, field_types
+from tap_confluence.errors import RouteGoneError, StreamAccessError
+from tap_confluence.paging import OffsetUntilEmptyPaginator
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
 
+SEARCH_USER_PATH = "/wiki/rest/api/search/user"
 #: search/user returns at most this many users per query, then stops without saying so.
 SEARCH_USER_CAP = 10_000
+#: The page size asked of search/user (its documented maximum; it may serve fewer).
+SEARCH_USER_LIMIT = 200
 #: user/bulk returns at most 200 users per call.
 BULK_MAX_IDS = 200
 #: user/bulk request lines over 8 KiB are refused (CONFCLOUD-76894). The query gets the 8 KiB less
 #: 512 bytes, which covers the method, the gateway path with its cloud id (about 75 bytes) and the
 #: protocol with room to spare; a wider margin only costs extra calls.
 BULK_MAX_QUERY_BYTES = 8 * 1024 - 512
+#: v2 users-bulk, the successor of user/bulk: ids per call [UNV: no documented maximum, so a
+#: modest one].
+V2_BULK_MAX_IDS = 100
+V2_BULK_PATH = "/wiki/api/v2/users-bulk"
+V2_BULK_SCOPE = "read:user:confluence"
 
 #: Atlassian account ids are at most 128 characters.
 MAX_ACCOUNT_ID_LENGTH = 128
@@ -46,35 +56,63 @@ def bulk_batches(account_ids: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+class UserSearch:
+    """Every search/user result of one permission filter, by offset until an empty page.
+
+    Cloud sends no ``_links.next`` here and may serve fewer than the ``limit`` asked, so
+    neither ends the listing; ``reached_cap`` tells a listing cut at the 10,000-user cap.
+    """
+
+    def __init__(self, stream: ConfluenceStream, permission_filter: str) -> None:
+        """List the users ``permission_filter`` selects, with ``stream``'s auth and retries."""
+        self._stream = stream
+        self._filter = permission_filter
+        self._paginator = OffsetUntilEmptyPaginator(cap=SEARCH_USER_CAP)
+
+    @property
+    def reached_cap(self) -> bool:
+        """Whether the listing stopped at the cap, so the site may hold more users."""
+        return self._paginator.reached_cap
+
+    def __iter__(self) -> Iterator[dict[str, t.Any]]:
+        """Yield each search result (``{"user": {...}, "lastModified": ...}``)."""
+        params = {
+            "cql": "type=user",
+            "sitePermissionTypeFilter": self._filter,
+            "limit": SEARCH_USER_LIMIT,
+        }
+        url = f"{self._stream.url_base}{SEARCH_USER_PATH}"
+        for body in self._stream.fetch_pages(url, params, self._paginator):
+            yield from self._stream.page_records(body)
+
+
 class UsersStream(ConfluenceStream):
     """Licensed users and guests of the site, each tagged with which, plus accountStatus."""
 
     name = "users"
-    path = "/wiki/rest/api/search/user"
+    path = SEARCH_USER_PATH
     primary_keys = ("cloudId", "accountId")
     replication_key = None
     required_scopes = (CONTENT_SCOPE,)
     permission_hint = "the 'Can use' global permission (and the read:content-details scope)"
-    page_size = 200
+    page_size = SEARCH_USER_LIMIT
     _types: dict[str, tuple[str, ...]] | None = None
-
-    def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
-        """Search all users of one permission type, 200 per page (the API's maximum)."""
-        params = super().get_url_params(context, next_page_token)
-        params["cql"] = "type=user"
-        params["sitePermissionTypeFilter"] = (context or {}).get("filter", "none")
-        return params
+    #: user/bulk answered 410 Gone: accountStatus comes from v2 users-bulk for the rest of the run.
+    _bulk_v2 = False
+    #: Neither lookup can be used: accountStatus stays empty (already said once).
+    _no_status = False
 
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Licensed users then guests, enriched in user/bulk-sized batches."""
         progress = log_progress_every(5.0)
         total = 0
         for api_filter, tag in PERMISSION_FILTERS:
-            seen = 0
             pending: list[dict[str, t.Any]] = []
             skipped = 0
-            for result in self.request_records({"filter": api_filter}):
-                user = dict(result.get("user") or {}) if isinstance(result, dict) else {}
+            search = UserSearch(self, api_filter)
+            for result in search:
+                user = result.get("user")
+                user = dict(user) if isinstance(user, dict) else {}
                 account_id = user.get("accountId")
                 if not isinstance(account_id, str) or not account_id.strip():
                     skipped += 1
@@ -82,7 +120,6 @@ class UsersStream(ConfluenceStream):
                 user["sitePermission"] = tag
                 user["lastModified"] = result.get("lastModified")
                 pending.append(user)
-                seen += 1
                 if len(pending) >= 2 * BULK_MAX_IDS:
                     # Send only full batches now; the partial last one waits for more users,
                     # so user/bulk calls stay as few as the id and line limits allow.
@@ -102,32 +139,82 @@ class UsersStream(ConfluenceStream):
                     skipped,
                     tag,
                 )
-            if seen >= SEARCH_USER_CAP:
-                self.logger.warning(
-                    "users: search/user stopped at %d %s users, its per-query cap; the site may "
-                    "have more, so users and the licensedUsers count may be incomplete.",
-                    seen,
-                    tag,
-                )
+            if search.reached_cap:
+                self._at_cap(tag)
+
+    def _at_cap(self, tag: str) -> None:
+        """search/user stopped at its cap: warn, or end the stream when asked to fail."""
+        sentence = (
+            f"users: search/user stopped at {SEARCH_USER_CAP} {tag} users, its per-query cap; "
+            "the site may have more, so users and the licensedUsers count may be incomplete"
+        )
+        if self.config.get("fail_on_user_search_cap"):
+            msg = f"{sentence}, and fail_on_user_search_cap is set, so the run fails."
+            raise StreamAccessError(msg)
+        self.logger.warning("%s (set fail_on_user_search_cap to fail the run instead).", sentence)
 
     def _with_status(self, users: list[dict[str, t.Any]]) -> Iterator[dict[str, t.Any]]:
         """Fill accountStatus from user/bulk (search/user does not return it)."""
-        status: dict[str, t.Any] = {}
         # An id longer than any Atlassian issues would only make user/bulk refuse the batch.
         ids = [u["accountId"] for u in users if len(u["accountId"]) <= MAX_ACCOUNT_ID_LENGTH]
-        for batch in bulk_batches(ids):
-            body = self.fetch_json(
-                f"{self.url_base}/wiki/rest/api/user/bulk",
-                [("limit", BULK_MAX_IDS), *(("accountId", a) for a in batch)],
-            )
-            for found in body.get("results") or []:
-                status[found.get("accountId")] = found
+        status = self._statuses(ids) if ids else {}
         for user in users:
             full = status.get(user["accountId"], {})
             user["accountStatus"] = full.get("accountStatus")
             if user.get("locale") is None and full.get("locale") is not None:
                 user["locale"] = full["locale"]
+            if "isGuest" not in user:
+                # Cloud's search results carry no isGuest; the filter that listed them does.
+                user["isGuest"] = user["sitePermission"] == "guest"
             yield self._shape(user)
+
+    def _statuses(self, ids: list[str]) -> dict[str, dict[str, t.Any]]:
+        """Map accountId to the full user, from user/bulk or, once that is gone, v2."""
+        if self._no_status:
+            return {}
+        if not self._bulk_v2:
+            try:
+                return self._v1_statuses(ids)
+            except RouteGoneError as exc:
+                self.logger.warning(
+                    "%s; reading accountStatus from %s instead.", str(exc).split(", so")[0],
+                    V2_BULK_PATH,
+                )  # fmt: skip
+                self._bulk_v2 = True
+        try:
+            return self._v2_statuses(ids)
+        except StreamAccessError as exc:
+            self._no_status = True
+            self.logger.warning(
+                "users: accountStatus stays empty for this run: neither user/bulk nor %s can "
+                "be read (%s); grant %s to fill it.",
+                V2_BULK_PATH,
+                str(exc)[:200],
+                V2_BULK_SCOPE,
+            )
+            return {}
+
+    def _v1_statuses(self, ids: list[str]) -> dict[str, dict[str, t.Any]]:
+        found: dict[str, dict[str, t.Any]] = {}
+        for batch in bulk_batches(ids):
+            body = self.fetch_json(
+                f"{self.url_base}/wiki/rest/api/user/bulk",
+                [("limit", BULK_MAX_IDS), *(("accountId", a) for a in batch)],
+            )
+            for entry in self.page_records(body):
+                found[str(entry.get("accountId"))] = entry
+        return found
+
+    def _v2_statuses(self, ids: list[str]) -> dict[str, dict[str, t.Any]]:
+        found: dict[str, dict[str, t.Any]] = {}
+        for start in range(0, len(ids), V2_BULK_MAX_IDS):
+            body = self.fetch_json(
+                f"{self.url_base}{V2_BULK_PATH}",
+                json_body={"accountIds": ids[start : start + V2_BULK_MAX_IDS]},
+            )
+            for entry in self.page_records(body):
+                found[str(entry.get("accountId"))] = entry
+        return found
 
     def _shape(self, user: dict[str, t.Any]) -> dict[str, t.Any]:
         # Links and expandables describe the API, not the person.
