@@ -100,9 +100,11 @@ def _check_start_date(config: t.Mapping[str, t.Any]) -> None:
 
 
 def _check_lookback(config: t.Mapping[str, t.Any]) -> None:
-    value = config.get("audit_lookback_minutes")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        fail(f"audit_lookback_minutes must be a whole number of minutes, 0 or more, not {value!r}.")
+    for key in ("audit_lookback_minutes", "content_lookback_minutes"):
+        value = config.get(key)
+        bad = not isinstance(value, int) or isinstance(value, bool) or value < 0
+        if value is not None and bad:
+            fail(f"{key} must be a whole number of minutes, 0 or more, not {value!r}.")
 
 
 def _oauth_missing(config: t.Mapping[str, t.Any]) -> list[str]:

@@ -6,6 +6,7 @@ import functools
 import gc
 import io
 import json
+import threading
 import typing as t
 from urllib.parse import urlsplit
 
@@ -20,12 +21,18 @@ from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
-from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
+from tap_confluence.errors import RunHaltedError, Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
 from tap_confluence.output import BlockWriter
 from tap_confluence.state_input import parse_state
-from tap_confluence.token_store import check_store_settings, open_store
+from tap_confluence.token_kind import cached_kind, fingerprint, remember_kind
+from tap_confluence.token_store import (
+    check_store_settings,
+    default_store_dir,
+    open_store,
+    store_path_for,
+)
 from tap_confluence.users import UsersStream
 
 if t.TYPE_CHECKING:
@@ -148,6 +155,33 @@ class TapConfluence(Tap):
             default=5,
             description="Audit log time windows fetched at once during a backfill (1 to 16).",
         ),
+        th.Property(
+            "content_lookback_minutes",
+            th.IntegerType,
+            default=30,
+            description=(
+                "Minutes of content search re-read before the bookmark, for edits the search "
+                "index shows late."
+            ),
+        ),
+        th.Property(
+            "api_token_type",
+            th.StringType,
+            default="auto",
+            allowed_values=["auto", "classic", "scoped"],
+            description=(
+                "classic (works at site_url) or scoped (gateway only); auto asks the site once "
+                "per token and remembers the answer beside the token store."
+            ),
+        ),
+        th.Property(
+            "fail_on_user_search_cap",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Fail the run, instead of warning, when search/user stops at its 10,000-user cap."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -155,6 +189,9 @@ class TapConfluence(Tap):
         super().__init__(*args, **kwargs)
         self._ended: list[StreamAccessError] = []
         self._cloud_key: str | None = None
+        #: Set once a wait too long to sit out stops the run: every later request is refused.
+        self._halted: str | None = None
+        self._halt_lock = threading.Lock()
         if kwargs.get("validate_config", True):
             self._plan: AuthPlan | None = resolve_auth(self.config)
             check_admin_settings(self.config)
@@ -173,30 +210,65 @@ class TapConfluence(Tap):
 
     @functools.cached_property
     def connection_plan(self) -> AuthPlan:
-        """The plan requests use; a token given with cloud_id and site_url is tried at the site."""
+        """The plan requests use; a token given with cloud_id and site_url may be either kind."""
         plan = self.auth_plan
         if not plan.probe_site or not plan.license_site_url:
             return plan
-        url = f"{plan.license_site_url}/wiki/rest/api/user/current"
-        auth = BasicAuthenticator(username=self.config["email"], password=self.config["api_token"])
+        classic = AuthPlan(AuthMode.CLASSIC_TOKEN, plan.license_site_url, plan.license_site_url)
+        scoped = AuthPlan(AuthMode.SCOPED_TOKEN, plan.base_url, None)
+        kind = str(self.config.get("api_token_type") or "auto")
+        if kind == "auto":
+            kind = self._learned_token_kind(plan.license_site_url)
+        return classic if kind == "classic" else scoped
+
+    def _learned_token_kind(self, site_url: str) -> str:
+        """Ask the site once per token whether it takes the token, then remember the answer.
+
+        A scoped token fails at the site, and repeated failed Basic logins can make
+        Atlassian demand a CAPTCHA that blocks the account's REST calls: never every run.
+        """
+        cfg = self.config
+        key = fingerprint(str(cfg["email"]), str(cfg["api_token"]), site_url)
+        path = cfg.get("token_store_path")
+        directory = store_path_for(str(path), "x").parent if path else default_store_dir()
+        known = cached_kind(directory, key)
+        if known:
+            return known
+        url = f"{site_url}/wiki/rest/api/user/current"
+        auth = BasicAuthenticator(username=cfg["email"], password=cfg["api_token"])
         try:
             prepared = requests.Request("GET", url, headers={"Accept": "application/json"})
             response = requests.Session().send(auth(prepared.prepare()), timeout=60)
         except requests.RequestException as exc:
             msg = (
-                f"Could not reach site_url {plan.license_site_url} ({type(exc).__name__}); "
-                "check it, or leave it out to use a scoped token through the gateway only."
+                f"Could not reach site_url {site_url} ({type(exc).__name__}); check it, or "
+                "leave it out to use a scoped token through the gateway only."
             )
             raise TapUserError(msg) from None
         if response.ok:
+            kind = "classic"
             self.logger.info("The API token works at the site: using it as a classic token.")
-            return AuthPlan(AuthMode.CLASSIC_TOKEN, plan.license_site_url, plan.license_site_url)
-        self.logger.info(
-            "The site does not take the API token (%s), so it is a scoped token: using the "
-            "gateway, and licence seat counts are not available.",
-            response.status_code,
-        )
-        return AuthPlan(AuthMode.SCOPED_TOKEN, plan.base_url, None)
+        elif response.status_code == 401:
+            kind = "scoped"
+            self.logger.info(
+                "The site does not take the API token (401), so it is a scoped token: using "
+                "the gateway, and licence seat counts are not available."
+            )
+        else:
+            msg = (
+                f"site_url {site_url} answered {response.status_code} when asked whether it "
+                "takes the API token; set api_token_type to classic or scoped."
+            )
+            raise TapUserError(msg)
+        if not remember_kind(directory, key, kind):
+            self.logger.warning(
+                "Could not remember in %s that the API token is %s, so the next run asks the "
+                "site again (a failed login for a scoped token); set api_token_type: %s.",
+                directory,
+                kind,
+                kind,
+            )
+        return kind
 
     @functools.cached_property
     def secrets(self) -> Secrets:
@@ -273,6 +345,69 @@ class TapConfluence(Tap):
         return [stream_type(tap=self) for stream_type in STREAM_TYPES]
 
     # Sync.
+
+    def halt(self, sentence: str) -> RunHaltedError:
+        """Stop every stream's requests from now on; return the error to raise."""
+        with self._halt_lock:
+            if self._halted is None:
+                self._halted = sentence
+            return RunHaltedError(self._halted)
+
+    def check_halted(self) -> None:
+        """Refuse a request once the run has been halted (concurrent workers stop together)."""
+        if self._halted is not None:
+            raise RunHaltedError(self._halted)
+
+    def setting_for_url(self, url: str) -> str:
+        """Name the setting a request's URL comes from (for an unreachable host's sentence)."""
+        path = urlsplit(url).path
+        if path.endswith("/oauth/token"):
+            return "auth_url"
+        if path.startswith(("/ex/", "/admin/", "/oauth/")):
+            return "api_url"
+        return "site_url"
+
+    def check_cloud_id(self, response: requests.Response) -> None:
+        """Say cloud_id is wrong, listing reachable sites, when the gateway knows no such site."""
+        path = urlsplit(response.url).path
+        cloud = str(self.config.get("cloud_id") or "")
+        if not cloud or not path.startswith(f"/ex/confluence/{cloud}/"):
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        # Confluence's own 404s (an unknown group...) carry statusCode; the gateway's do not.
+        if isinstance(body, dict) and "statusCode" in body:
+            return
+        sites = self._accessible_sites()
+        listed = f" The token can reach: {sites}." if sites else ""
+        msg = (
+            f"cloud_id {cloud} is not a site these credentials can reach (the gateway answered "
+            "404); look it up with `tap-confluence-auth cloud-id https://SITE.atlassian.net` "
+            f"and set cloud_id.{listed}"
+        )
+        raise TapUserError(msg)
+
+    def _accessible_sites(self) -> str:
+        """Name the sites an OAuth token can reach (empty for API tokens or on any failure)."""
+        auth = self.api_authenticator
+        if not isinstance(auth, AtlassianOAuthAuthenticator) or not auth.access_token:
+            return ""
+        url = f"{str(self.config['api_url']).rstrip('/')}/oauth/token/accessible-resources"
+        try:
+            response = requests.get(
+                url, headers={"Authorization": f"Bearer {auth.access_token}"}, timeout=30
+            )
+            sites = response.json() if response.ok else []
+        except (requests.RequestException, ValueError):
+            return ""
+        named = (
+            [f"{s.get('url')} (cloud_id {s.get('id')})" for s in sites if isinstance(s, dict)]
+            if isinstance(sites, list)
+            else []
+        )
+        return "; ".join(named[:10])
 
     def note_stream_ended(self, stream_name: str, exc: StreamAccessError) -> None:
         """Record that a stream ended early for want of a scope or permission."""
