@@ -183,7 +183,7 @@ def test_fast_record_ids_equal_the_canonical_json_dumps_ids():
 
 def test_audit_page_ids_keep_floats_on_the_standard_library_path():
     body = b'{"results":[{"creationDate":5,"score":1e16,"author":{"n":0.5}}]}'
-    ((date, rid, record),) = AuditPage(body).digested()
+    ((date, rid, record),) = AuditPage(body, 1000).digested()
     assert date == 5
     assert rid.hex() == record_id(record)  # the json.dumps form: "1e+16", not msgspec's "1e16"
     assert rid.hex() != record_id(record, has_floats=False)
@@ -195,7 +195,7 @@ def test_audit_page_ids_keep_floats_on_the_standard_library_path():
 )
 def test_an_incomplete_audit_page_is_refused_so_it_is_fetched_again(body):
     with pytest.raises(ValueError):  # noqa: PT011 (DecodeError is a ValueError: retried)
-        AuditPage(body)
+        AuditPage(body, 1000)
 
 
 def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
@@ -268,7 +268,9 @@ def test_a_window_emitted_page_by_page_equals_its_full_sort_without_twins(seed):
             at -= 1
     start = dates[0] + rng.randrange(0, 5) if seed % 3 == 0 else 0
     trim = start > 0
-    window = Window(start, 10_000, [ListPage([dict(r) for r in p]) for p in pages], 0, trim=trim)
+    window = Window(
+        start, 10_000, [ListPage([dict(r) for r in p], 1000) for p in pages], 0, trim=trim
+    )
     got = list(window.take())
     expected = sorted(
         {

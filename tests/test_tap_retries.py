@@ -56,14 +56,27 @@ def test_faults_are_retried_and_the_records_match_a_clean_run(
     assert _fingerprint(run) == clean
 
 
-def test_huge_retry_after_is_capped(simulator_factory, tmp_path, clean):
+def test_a_retry_after_longer_than_the_cap_is_never_retried_early(
+    simulator_factory, tmp_path, clean
+):
+    # Atlassian answers a retry sent before Retry-After with the same or a longer wait, and
+    # has sent 2**63 - 1: the run stops at once with its work kept, and a later run resumes.
     sim = simulator_factory(**SMALL, rate_limit_every=5, retry_after="9223372036854775807")
-    run = run_tap(tmp_path, sim.tap_config("classic_token", max_retry_wait_seconds=1))
-    assert run.returncode == 0, run.stderr[-3000:]
-    waits = [float(w) for w in re.findall(r"retry \d+ in ([0-9.]+) s after HTTP 429", run.stderr)]
-    assert waits, run.stderr[-2000:]
-    assert max(waits) == 1.0
-    assert _fingerprint(run) == clean
+    config = sim.tap_config("classic_token", max_retry_wait_seconds=1)
+    stopped = run_tap(tmp_path, config)
+    assert stopped.returncode == 1
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert "with a Retry-After no run can wait for" in last, last
+    assert "retry 1 in" not in stopped.stderr, "nothing was retried before Retry-After"
+    # Requests already in flight may be refused too; none is sent after the first refusal.
+    assert sim.stats()["faults_injected"]["rate_limit"] <= 5
+    sim.control("faults", {})
+    resumed = run_tap(tmp_path, config, state=stopped.states()[-1] if stopped.states() else None)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    both = _fingerprint(stopped)
+    for name, values in _fingerprint(resumed).items():
+        both[name] |= values
+    assert both == clean
 
 
 def test_retry_after_is_honoured_exactly_without_jitter(simulator_factory, tmp_path):
