@@ -98,6 +98,9 @@ class _Server(ThreadingHTTPServer):
     # The process ends once the callback came; no idle connection may keep it waiting.
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 drops the SYN of a callback that arrives behind a
+    # burst of preconnects, and the browser then waits a second to retry.
+    request_queue_size = 64
     state: _State
     slots: threading.BoundedSemaphore
 
