@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 import typing as t
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -14,7 +17,12 @@ from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_confluence.errors import Secrets, TapUserError
-from tap_confluence.token_store import TokenRecord, TokenStore, seed_fingerprint
+from tap_confluence.token_store import (
+    TokenRecord,
+    TokenStore,
+    remember_superseded,
+    seed_fingerprint,
+)
 
 __all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
 
@@ -32,6 +40,57 @@ def _epoch(iso: str, *, default: float) -> float:
         return dt.datetime.fromisoformat(iso).timestamp()
     except ValueError:
         return default
+
+
+#: Rule 4 of the house: a failure after the token was spent says so, and how long a rerun has.
+SPENT = "the refresh token was spent; rerun within 10 minutes"
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    """A 200 answer of the token endpoint, each field checked; ``odd`` names the unusable ones."""
+
+    access_token: str | None
+    #: A usable new refresh token; None when the answer had none (or an unusable one).
+    refresh_token: str | None
+    expires_in: int | None
+    scopes: list[str] | None
+    odd: tuple[str, ...]
+
+    @classmethod
+    def read(cls, body: dict[str, t.Any]) -> TokenAnswer:
+        """Check every field Atlassian documents; never raise, whatever the server sent."""
+        odd: list[str] = []
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            odd.append("access_token")
+            access = None
+        refresh = body.get("refresh_token")
+        if refresh is not None and (not isinstance(refresh, str) or not refresh):
+            # Absent is normal (the old token stays valid); present but unusable is not.
+            odd.append("refresh_token")
+            refresh = None
+        expires_in = _seconds(body.get("expires_in"))
+        if expires_in is None and body.get("expires_in") is not None:
+            odd.append("expires_in")
+        scope = body.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            odd.append("scope")
+        scopes = sorted(scope.split()) if isinstance(scope, str) else None
+        return cls(access, refresh, expires_in, scopes, tuple(odd))
+
+
+def _seconds(value: object) -> int | None:
+    """Read a positive whole number of seconds from an int, integral float or digit string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and value > 0:
+        return value
+    return None
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
@@ -143,6 +202,8 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         with self._lock, self._store.session() as session:
             record = session.load()
             fingerprint = seed_fingerprint(self._seed) if self._seed else None
+            #: What a new configured seed replaces: never to be spent again (config A, B, A).
+            replaced: list[str] = []
             if record is not None and fingerprint and record.seed_fingerprint != fingerprint:
                 if fingerprint in record.superseded_seeds:
                     self.logger.info(
@@ -156,6 +217,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                         "starting from it instead of the stored one.",
                         self._store.location,
                     )
+                    replaced = remember_superseded(record)
                     record = None
             if record is None and not self._seed:
                 msg = (
@@ -163,36 +225,46 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                     f"{self._cloud_id}; run `tap-confluence-auth login` or set refresh_token."
                 )
                 raise TapUserError(msg)
+            # Before anything is used or spent: one token family, one store.
+            session.check_unshared(record.seed_fingerprint if record else str(fingerprint))
             if record is not None and self._adopt_stored(record):
                 return
             self._store.check_writable()
             live = record.refresh_token if record else str(self._seed)
-            family_started = record.family_started_at if record else _now_iso()
             self._secrets.add(live)
             issued_at = time.time()
             body = self._post_refresh(live, from_store=record is not None)
-            new_refresh = body.get("refresh_token") or live
-            access = str(body["access_token"])
-            self._secrets.add(new_refresh)
-            self._secrets.add(access)
-            expires_in = int(body.get("expires_in") or self._default_expiration or 3600)
-            scope = body.get("scope")
+            # From here on the old refresh token is spent: nothing below may lose the new one.
+            answer = TokenAnswer.read(body)
+            self._secrets.add(answer.refresh_token)
+            self._secrets.add(answer.access_token)
+            if answer.refresh_token is None and "refresh_token" in answer.odd:
+                raise TapUserError(self._odd_answer_sentence(answer, saved=False))
             scopes = (
-                sorted(str(scope).split())
-                if isinstance(scope, str)
-                else (record.scopes if record else [])
+                answer.scopes if answer.scopes is not None else (record.scopes if record else [])
             )
             saved = TokenRecord(
-                refresh_token=new_refresh,
+                refresh_token=answer.refresh_token or live,
                 seed_fingerprint=record.seed_fingerprint if record else str(fingerprint),
                 scopes=scopes,
                 rotated_at=_now_iso(),
-                family_started_at=family_started,
-                access_token=access,
-                access_token_expires_at=issued_at + expires_in,
+                family_started_at=record.family_started_at if record else _now_iso(),
                 cloud_id=self._cloud_id,
-                superseded_seeds=record.superseded_seeds if record else [],
+                superseded_seeds=record.superseded_seeds if record else replaced,
+                client_id=self.client_id,
             )
+            if answer.odd or answer.access_token is None:
+                # Keep what must not be lost (the new refresh token), never an access token
+                # from an answer that is wrong elsewhere, then stop.
+                if answer.refresh_token is not None:
+                    session.save(saved)
+                    self.refreshes += 1
+                raise TapUserError(
+                    self._odd_answer_sentence(answer, saved=answer.refresh_token is not None)
+                )
+            expires_in = answer.expires_in or int(self._default_expiration or 3600)
+            saved.access_token = answer.access_token
+            saved.access_token_expires_at = issued_at + expires_in
             # Save before the new access token is used: the old refresh token is dead now.
             session.save(saved)
             self.refreshes += 1
@@ -202,8 +274,25 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                 self._cloud_id,
                 self._store.location,
             )
-            self._use(saved, expires_in, scope_known=isinstance(scope, str) or record is not None)
-            self._warn_family_age(family_started)
+            self._use(
+                saved, expires_in, scope_known=answer.scopes is not None or record is not None
+            )
+            self._warn_family_age(saved.family_started_at)
+
+    def _odd_answer_sentence(self, answer: TokenAnswer, *, saved: bool) -> str:
+        fields = " and ".join(answer.odd)
+        if saved:
+            return (
+                f"The token endpoint answered with an unusable {fields} after the refresh "
+                f"token was spent; the new refresh token is saved in {self._store.location}, so "
+                "the next run can go on, but check that auth_url points at "
+                "https://auth.atlassian.com."
+            )
+        return (
+            f"The token endpoint answered with an unusable {fields} and no usable new refresh "
+            f"token: {SPENT}, while Atlassian still accepts the stored one, and check that "
+            "auth_url points at https://auth.atlassian.com."
+        )
 
     def _adopt_stored(self, record: TokenRecord) -> bool:
         """Use the stored access token when another run left one with time to spare."""
@@ -246,11 +335,14 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             "refresh_token": refresh_token,
         }
         try:
+            # Never follow a redirect: it would resend client_secret and the refresh token to
+            # wherever the Location points, plain http included.
             response = self._token_session.post(
                 self.auth_endpoint,
                 json=body,
                 headers={"Accept": "application/json"},
                 timeout=self._timeout,
+                allow_redirects=False,
             )
         except requests.exceptions.ConnectionError as exc:
             if _never_sent(exc):
@@ -258,6 +350,15 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             raise TapUserError(self._lost_answer_sentence()) from None
         except requests.exceptions.RequestException:
             raise TapUserError(self._lost_answer_sentence()) from None
+        if 300 <= response.status_code < 400:
+            host = urlsplit(self.auth_endpoint).netloc
+            msg = (
+                f"The token endpoint at {host} answered {response.status_code}, a redirect, "
+                "which the tap does not follow because it would send client_secret and the "
+                "refresh token on to another address; set auth_url to the authorization server "
+                "itself (https://auth.atlassian.com)."
+            )
+            raise TapUserError(msg)
         if response.status_code == 429 or response.status_code >= 500:
             msg = f"The token endpoint answered {response.status_code}; retrying."
             raise RetriableAPIError(msg, response)
@@ -267,18 +368,19 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             data = response.json()
         except ValueError:
             data = None
-        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+        if not isinstance(data, dict):
             msg = (
-                "The token endpoint answered without an access_token; check auth_url points "
-                "at https://auth.atlassian.com."
+                f"The token endpoint answered {response.status_code} without a JSON object: "
+                f"{SPENT}, while Atlassian still accepts the stored one, and check that auth_url "
+                "points at https://auth.atlassian.com."
             )
             raise TapUserError(msg)
         return data
 
     def _lost_answer_sentence(self) -> str:
         return (
-            "The token endpoint did not answer after the refresh token was sent; rerun within "
-            "10 minutes, while Atlassian still accepts the stored token, and check auth_url."
+            f"The token endpoint did not answer after the refresh token was sent, so {SPENT}, "
+            "while Atlassian still accepts the stored token, and check auth_url."
         )
 
     def _refusal_sentence(self, response: requests.Response, *, from_store: bool) -> str:

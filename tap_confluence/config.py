@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import json
 import typing as t
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from urllib.parse import urlsplit
 
 from singer_sdk.exceptions import ConfigValidationError
@@ -46,6 +48,63 @@ class AuthPlan:
 def _has(config: t.Mapping[str, t.Any], key: str) -> bool:
     value = config.get(key)
     return isinstance(value, str) and value.strip() != ""
+
+
+#: Settings whose values are secrets: a wrong-typed one is named, never echoed.
+SECRET_SETTINGS = (
+    "client_secret",
+    "refresh_token",
+    "api_token",
+    "org_api_key",
+    "token_store_url",
+    "token_store_key",
+)
+
+
+def check_secret_types(config: object) -> None:
+    """Refuse a secret setting that is not text, naming it and its kind but never its value.
+
+    ``config`` is what the Tap constructor was given (a mapping, or JSON file paths); this runs
+    before the SDK's JSON-schema validation, whose messages quote the offending value.
+    """
+    config = _given_settings(config)
+    for key in SECRET_SETTINGS:
+        value = config.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, bool):
+            kind = "a boolean"
+        elif isinstance(value, int | float):
+            kind = "a number"
+        elif isinstance(value, list | tuple):
+            kind = "a list"
+        elif isinstance(value, dict):
+            kind = "an object"
+        else:
+            kind = f"a {type(value).__name__}"
+        fail(
+            f"{key} must be text (a JSON string), not {kind}; set it to the plain value, e.g. "
+            f"TAP_CONFLUENCE_{key.upper()} in the environment (the value is not shown here "
+            "because it is a secret)."
+        )
+
+
+def _given_settings(config: object) -> t.Mapping[str, t.Any]:
+    """Return the settings a mapping holds, or those the JSON file(s) it names hold."""
+    if isinstance(config, t.Mapping):
+        return config
+    paths = config if isinstance(config, list) else [config]
+    merged: dict[str, t.Any] = {}
+    for path in paths:
+        if not isinstance(path, str | PurePath):
+            continue
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # the SDK reports an unreadable file itself
+        if isinstance(data, dict):
+            merged.update(data)
+    return merged
 
 
 def fail(sentence: str) -> t.NoReturn:

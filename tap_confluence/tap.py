@@ -20,7 +20,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
+from tap_confluence.config import AuthMode, AuthPlan, check_secret_types, resolve_auth
 from tap_confluence.errors import RunHaltedError, Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
@@ -186,6 +186,9 @@ class TapConfluence(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Validate the auth combination before anything else can send a request."""
+        if kwargs.get("validate_config", True):
+            # Before the SDK's schema validation, which would print a wrong-typed secret.
+            check_secret_types(kwargs.get("config"))
         super().__init__(*args, **kwargs)
         self._ended: list[StreamAccessError] = []
         self._cloud_key: str | None = None

@@ -18,7 +18,8 @@ import typing as t
 from pathlib import Path
 
 KINDS = ("classic", "scoped")
-FILE_NAME = "api-token-kinds.json"
+#: A dot file, so tools that list the store files beside it (status) pass it by.
+FILE_NAME = ".api-token-kinds.json"
 
 
 def fingerprint(email: str, api_token: str, site_url: str) -> str:

@@ -2,151 +2,73 @@
 
 Atlassian disables a refresh token the moment it is used, so the rotated one must be kept
 somewhere that outlives the process (Meltano deletes the config file after each run). The
-file backend here keeps one JSON file per cloud_id, written atomically, mode 0600, under a
-lock held across read-refresh-write so that two runs never spend the same token.
+file backend here keeps one JSON file per cloud_id in a directory only its user may write,
+written atomically (the temp file is read back before the rename, so a full disk keeps the old
+file), mode 0600, under a lock held across read-refresh-write so that two runs never spend the
+same token. The record format lives in token_store_record, the PostgreSQL backend in
+token_store_pg.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import glob
-import hashlib
 import json
+import logging
 import os
+import stat
+import tempfile
 import time
 import typing as t
 from pathlib import Path
 
 from tap_confluence.config import fail
-from tap_confluence.crypto import KeyFormatError, TokenCipher
-from tap_confluence.errors import TapUserError
+from tap_confluence.token_store_record import (
+    STORE_FORMAT_VERSION,
+    TokenRecord,
+    TokenStoreError,
+    check_cloud_id,
+    cipher_setting,
+    corrupt_sentence,
+    decode_record,
+    encode_record,
+    lineage_of,
+    remember_superseded,
+    seed_fingerprint,
+    shared_family_sentence,
+)
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
-STORE_FORMAT_VERSION = 1
+    from tap_confluence.crypto import TokenCipher
 
+__all__ = [
+    "STORE_FORMAT_VERSION",
+    "FileTokenStore",
+    "TokenRecord",
+    "TokenStore",
+    "TokenStoreError",
+    "TokenStoreSession",
+    "check_cloud_id",
+    "check_store_settings",
+    "cipher_setting",
+    "decode_record",
+    "default_store_dir",
+    "encode_record",
+    "open_store",
+    "remember_superseded",
+    "seed_fingerprint",
+    "store_files",
+    "store_path_for",
+]
 
-class TokenStoreError(TapUserError):
-    """The token store cannot be read, written or locked; the message is one sentence."""
+logger = logging.getLogger("tap-confluence.token_store")
 
-
-def seed_fingerprint(refresh_token: str) -> str:
-    """Identify a configured refresh token without keeping it (the store compares these)."""
-    digest = hashlib.sha256(b"tap-confluence/seed/v1\0" + refresh_token.encode()).hexdigest()
-    return digest[:32]
-
-
-@dataclasses.dataclass
-class TokenRecord:
-    """What the store keeps for one site: the live refresh token and where it came from."""
-
-    refresh_token: str
-    #: seed_fingerprint() of the configured refresh_token this token descends from.
-    seed_fingerprint: str
-    scopes: list[str]
-    #: ISO 8601 UTC time of the last successful refresh.
-    rotated_at: str
-    #: ISO 8601 UTC time the family was first used here (Atlassian expires it after 365 days).
-    family_started_at: str
-    access_token: str | None = None
-    #: Epoch seconds at which access_token expires.
-    access_token_expires_at: float | None = None
-    #: The site this token is for (absent in records written before it was kept).
-    cloud_id: str | None = None
-    #: seed_fingerprint() of configured tokens that a later consent replaced: a configured
-    #: refresh_token listed here is stale, so the stored token wins over it.
-    superseded_seeds: list[str] = dataclasses.field(default_factory=list)
-
-    def to_json(self) -> dict[str, t.Any]:
-        """Serialise with a format version so later backends can migrate."""
-        return {"version": STORE_FORMAT_VERSION, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: t.Any, location: str) -> TokenRecord:
-        """Parse a stored record, or raise one sentence naming the file and the fix."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        required = {"refresh_token", "seed_fingerprint", "rotated_at", "family_started_at"}
-        if (
-            not isinstance(data, dict)
-            or not required <= data.keys()
-            or not isinstance(data.get("refresh_token"), str)
-        ):
-            raise TokenStoreError(_corrupt_sentence(location, "it lacks the token fields"))
-        values = {k: v for k, v in data.items() if k in fields}
-        values.setdefault("scopes", [])
-        return cls(**values)
-
-
-#: The record fields that are secrets; with a key they are kept only inside ``sealed``.
-_SEALED_FIELDS = ("refresh_token", "access_token")
-
-
-def encode_record(record: TokenRecord, cipher: TokenCipher | None) -> dict[str, t.Any]:
-    """Turn a record into the stored document, its tokens sealed when there is a key."""
-    data = record.to_json()
-    if cipher is None:
-        return data
-    tokens = {name: data.pop(name) for name in _SEALED_FIELDS}
-    data["sealed"] = cipher.seal(json.dumps(tokens).encode())
-    return data
-
-
-def decode_record(
-    data: t.Any, location: str, cipher: TokenCipher | None, *, need_tokens: bool = True
-) -> TokenRecord:
-    """Parse a stored document, opening sealed tokens, or raise one sentence.
-
-    With ``need_tokens=False`` a sealed document whose key is absent still yields its
-    metadata (for ``status``), with an empty refresh_token.
-    """
-    if isinstance(data, dict) and "moved_to" in data:
-        raise TokenStoreError(
-            f"The token store {location} was moved to {data['moved_to']} on "
-            f"{data.get('moved_at', 'an earlier date')}; set token_store_url (and "
-            "token_store_key) so the tap uses the moved token, never this file."
-        )
-    if isinstance(data, dict) and "sealed" in data:
-        tokens = _open_sealed(data, location, cipher, need_tokens=need_tokens)
-        data = {k: v for k, v in data.items() if k != "sealed"} | tokens
-    return TokenRecord.from_json(data, location)
-
-
-def _open_sealed(
-    data: dict[str, t.Any], location: str, cipher: TokenCipher | None, *, need_tokens: bool
-) -> dict[str, t.Any]:
-    if cipher is None:
-        if not need_tokens:
-            return {"refresh_token": "", "access_token": None}
-        raise TokenStoreError(
-            f"The tokens in {location} are encrypted but token_store_key is not set; set it "
-            "to the key they were written with."
-        )
-    opened = cipher.open(str(data["sealed"]))
-    if opened is None:
-        raise TokenStoreError(
-            f"token_store_key does not open the tokens in {location} (they were sealed with "
-            "another key, or altered); set the key they were written with, or list the new "
-            "key first and the old one after it, comma-separated."
-        )
-    try:
-        tokens = json.loads(opened)
-    except ValueError:
-        tokens = None
-    if not isinstance(tokens, dict):
-        raise TokenStoreError(_corrupt_sentence(location, "its sealed tokens are not JSON"))
-    return {name: tokens.get(name) for name in _SEALED_FIELDS}
-
-
-def cipher_setting(token_store_key: str | None) -> TokenCipher | None:
-    """Parse token_store_key, or raise TokenStoreError with the sentence saying what is wrong."""
-    try:
-        return TokenCipher.from_setting(token_store_key)
-    except KeyFormatError as exc:
-        raise TokenStoreError(str(exc)) from None
+#: Sibling files larger than this are not token stores; the sharing check skips them unread.
+_MAX_STORE_BYTES = 1 << 20
 
 
 def check_store_settings(config: Mapping[str, t.Any]) -> None:
@@ -184,6 +106,7 @@ def open_store(
 ) -> TokenStore:
     """Return the store the settings choose: PostgreSQL when token_store_url is set, else a file."""
     cipher = cipher_setting(token_store_key)
+    check_cloud_id(cloud_id)
     if token_store_url and token_store_url.strip():
         # Imported here so that file-store users never load the PostgreSQL driver.
         from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
@@ -196,13 +119,8 @@ def open_store(
             lock_timeout=lock_timeout,
         )
     path = store_path_for(token_store_path, cloud_id)
-    return FileTokenStore(path, lock_timeout=lock_timeout, cipher=cipher)
-
-
-def _corrupt_sentence(location: str, why: str) -> str:
-    return (
-        f"The token store {location} is unreadable ({why}); move it aside and set "
-        "refresh_token to a fresh token from the OAuth consent flow, which starts a new store."
+    return FileTokenStore(
+        path, lock_timeout=lock_timeout, cipher=cipher, client_id=client_id, cloud_id=cloud_id
     )
 
 
@@ -212,8 +130,14 @@ class TokenStoreSession(t.Protocol):
     def load(self) -> TokenRecord | None:
         """Return the stored record, or None when there is none yet."""
 
+    def load_metadata(self) -> TokenRecord | None:
+        """Return the stored record without opening sealed tokens (they come back empty)."""
+
     def save(self, record: TokenRecord) -> None:
         """Persist the record durably before returning."""
+
+    def check_unshared(self, seed: str) -> None:
+        """Raise TokenStoreError if another store holds this site or the family of ``seed``."""
 
 
 class TokenStore(t.Protocol):
@@ -245,6 +169,9 @@ def store_files(token_store_path: str | None) -> list[Path]:
 
 def store_path_for(token_store_path: str | None, cloud_id: str) -> Path:
     """Resolve the store file: the setting as a file or a directory, else the default."""
+    # The cloud ID may come from the network (accessible-resources): it names a file only
+    # once it is known to be letters, digits and dashes.
+    check_cloud_id(cloud_id)
     if not token_store_path:
         return default_store_dir() / f"{cloud_id}.json"
     path = Path(token_store_path).expanduser()
@@ -253,31 +180,122 @@ def store_path_for(token_store_path: str | None, cloud_id: str) -> Path:
     return path
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each 0700 whatever the umask says."""
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # another run made it first; it is checked below like any other
+        # mkdir's mode passes through the umask, which may take owner bits away too.
+        os.chmod(path, 0o700)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """Write every byte, or raise: a full disk or a quota may make a write short silently."""
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _ReadBackError(ValueError):
+    """What was read back from the temp file is not what was written."""
+
+
 class FileTokenStore:
-    """JSON file per site: temp file + fsync + rename + directory fsync, 0600, flock'd sidecar."""
+    """JSON file per site: temp file + fsync + read back + rename, 0600 in a 0700 directory.
+
+    A flock on a sidecar lock file serialises read-refresh-write across runs. The directory and
+    the file must belong to the user and be writable by nobody else, so no other account can
+    swap a file in or redirect a write through a symlink.
+    """
 
     def __init__(
-        self, path: Path, *, lock_timeout: float = 300.0, cipher: TokenCipher | None = None
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = 300.0,
+        cipher: TokenCipher | None = None,
+        client_id: str | None = None,
+        cloud_id: str | None = None,
     ) -> None:
         """Use the file at ``path``; wait up to ``lock_timeout`` s for another run's lock.
 
         With a ``cipher`` the tokens are written sealed; a plaintext file is still read (and
-        sealed at its next save), so turning encryption on needs no migration.
+        sealed at its next save), so turning encryption on needs no migration. ``client_id``
+        and ``cloud_id`` say whose token this is, for the check against sibling stores.
         """
         self.path = path
         self.location = str(path)
         self.cipher = cipher
+        self.client_id = client_id
+        self.cloud_id = cloud_id
         self._lock_path = path.with_name(path.name + ".lock")
         self._lock_timeout = lock_timeout
+        self._warned_mode = False
+
+    # Safety of the directory and the file.
 
     def _ensure_dir(self) -> None:
         directory = self.path.parent
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_private_dirs(directory)
+            info = os.stat(directory)
         except OSError as exc:
             raise TokenStoreError(self._unwritable(exc)) from None
-        if not directory.is_dir():
+        if not stat.S_ISDIR(info.st_mode):
             raise TokenStoreError(self._unwritable(NotADirectoryError(errno.ENOTDIR, "")))
+        self._refuse_foreign(f"The token store directory {directory}", info)
+
+    def _check_file(self) -> None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise TokenStoreError(self._unwritable(exc)) from None
+        self._refuse_foreign(f"The token store {self.location}", info)
+        if stat.S_IMODE(info.st_mode) & 0o077 and not self._warned_mode:
+            self._warned_mode = True
+            logger.warning(
+                "The token store %s can be read by other users (mode %o, not 0600); run "
+                "`chmod 600 %s` (the next save writes it 0600 anyway).",
+                self.location,
+                stat.S_IMODE(info.st_mode),
+                self.location,
+            )
+
+    @staticmethod
+    def _refuse_foreign(what: str, info: os.stat_result) -> None:
+        if info.st_uid != os.geteuid():
+            why = "not owned by the user running the tap"
+        elif info.st_mode & 0o022:
+            why = f"writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+        else:
+            return
+        msg = (
+            f"{what} is {why}, so another account could replace the refresh token or redirect "
+            "its writes, and the tap will not use it; make it belong to this user with no "
+            "write access for others (chmod 700 for a directory, 600 for a file), or point "
+            "token_store_path elsewhere."
+        )
+        raise TokenStoreError(msg)
 
     def _unwritable(self, exc: OSError) -> str:
         reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
@@ -289,29 +307,45 @@ class FileTokenStore:
     def check_writable(self) -> None:
         """Create and remove a probe file beside the store, as a save would."""
         self._ensure_dir()
-        probe = self.path.with_name(f".{self.path.name}.probe.{os.getpid()}")
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd, probe = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
             raise TokenStoreError(self._unwritable(exc)) from None
+        self._check_file()
         if self.path.exists() and not os.access(self.path, os.R_OK):
             raise TokenStoreError(
                 f"The token store {self.location} exists but cannot be read; fix its owner "
                 "or permissions (it should be 0600 and owned by the user running the tap)."
             )
 
+    # The lock.
+
     @contextlib.contextmanager
     def session(self) -> Iterator[TokenStoreSession]:
         """Hold an exclusive flock on the sidecar lock file for the whole block."""
         self._ensure_dir()
         try:
-            lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            # O_NOFOLLOW: a symlink planted at the lock's name must not make the tap create
+            # or open a file elsewhere.
+            lock_fd = os.open(
+                self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                msg = (
+                    f"The lock file {self._lock_path} is a symbolic link, which the tap never "
+                    "makes (it could redirect the tap's writes), so the tap will not use the "
+                    "store; remove the link and rerun."
+                )
+                raise TokenStoreError(msg) from None
             raise TokenStoreError(self._unwritable(exc)) from None
         try:
             self._acquire(lock_fd)
+            self._check_file()
             self._remove_stale_temps()
             yield _FileSession(self)
         finally:
@@ -341,6 +375,44 @@ class FileTokenStore:
             else:
                 return
 
+    # Sibling stores.
+
+    def check_unshared(self, seed: str) -> None:
+        """Refuse when another store file beside this one is for the same site or family."""
+        try:
+            own = self.path.resolve()
+            siblings = sorted(self.path.parent.glob("*.json"))
+        except OSError:
+            return
+        for other in siblings:
+            try:
+                if other.name.startswith(".") or other.resolve() == own:
+                    continue
+            except (OSError, RuntimeError):  # a symlink loop is nobody's token store
+                continue
+            document = _peek(other)
+            # Only token stores count: a tap config beside them has client_id and cloud_id
+            # too, and a file moved to PostgreSQL holds no token any more.
+            if (
+                not isinstance(document, dict)
+                or not isinstance(document.get("seed_fingerprint"), str)
+                or not ("refresh_token" in document or "sealed" in document)
+            ):
+                continue
+            same_key = bool(
+                self.client_id
+                and self.cloud_id
+                and document.get("client_id") == self.client_id
+                and document.get("cloud_id") == self.cloud_id
+            )
+            if same_key or seed in lineage_of(document):
+                cloud = str(document.get("cloud_id") or "not recorded")
+                raise TokenStoreError(
+                    shared_family_sentence(str(other), self.location, cloud, same_key=same_key)
+                )
+
+    # Reading and writing.
+
     def read(self, *, need_tokens: bool = True) -> TokenRecord | None:
         """Read the record without locking (callers hold the lock through session())."""
         data = self.read_document()
@@ -355,46 +427,121 @@ class FileTokenStore:
         except FileNotFoundError:
             return None
         except UnicodeDecodeError:
-            raise TokenStoreError(
-                _corrupt_sentence(self.location, "it is not UTF-8 text")
-            ) from None
+            raise TokenStoreError(corrupt_sentence(self.location, "it is not UTF-8 text")) from None
         except OSError as exc:
             reason = os.strerror(exc.errno or 0)
-            raise TokenStoreError(_corrupt_sentence(self.location, reason)) from None
+            raise TokenStoreError(corrupt_sentence(self.location, reason)) from None
         try:
             data = json.loads(text)
         except ValueError:
-            raise TokenStoreError(
-                _corrupt_sentence(self.location, "it is not valid JSON")
-            ) from None
+            raise TokenStoreError(corrupt_sentence(self.location, "it is not valid JSON")) from None
         return data
 
     def write(self, record: TokenRecord) -> None:
-        """Atomically replace the store file with ``record``."""
-        self.write_document(encode_record(record, self.cipher))
+        """Atomically replace the store file with ``record``, read back before the rename."""
 
-    def write_document(self, document: dict[str, t.Any]) -> None:
-        """Atomically replace the store file with a JSON document."""
-        self._ensure_dir()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        payload = json.dumps(document, indent=2, sort_keys=True).encode()
+        def opens_to_the_record(document: t.Any) -> None:
+            if decode_record(document, self.location, self.cipher) != record:
+                raise _ReadBackError
+
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self.write_document(encode_record(record, self.cipher), check=opens_to_the_record)
+        except _UnsavedError as exc:
+            msg = (
+                f"Could not save the rotated refresh token in {self.location} ({exc.reason}), "
+                "so the file there was kept as it was; the refresh token was spent; rerun "
+                "within 10 minutes, once the file can be written, while Atlassian still "
+                "accepts the kept token."
+            )
+            raise TokenStoreError(msg) from None
+
+    def write_document(
+        self, document: dict[str, t.Any], *, check: Callable[[t.Any], None] | None = None
+    ) -> None:
+        """Atomically replace the store file with a JSON document; the old file survives errors.
+
+        The payload goes to a fresh temp file (O_EXCL, mode 0600) and is read back and parsed
+        (and ``check``-ed) before the rename, so a short write on a full disk can never replace
+        a good file with a cut one.
+        """
+        self._ensure_dir()
+        payload = json.dumps(document, indent=2, sort_keys=True).encode()
+        tmp: str | None = None
+        try:
+            # mkstemp: an unpredictable name, created with O_EXCL, so no planted file or
+            # symlink is ever written through.
+            fd, tmp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
             try:
-                os.write(fd, payload)
+                _write_all(fd, payload)
                 os.fsync(fd)
+                written = _read_all(fd)
             finally:
                 os.close(fd)
+            if written != payload or json.loads(written) != document:
+                raise _ReadBackError
+            if check is not None:
+                check(json.loads(written))
             os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            tmp = None
+        except (OSError, ValueError, TokenStoreError) as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise _UnsavedError(_reason(exc), self.location) from None
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        try:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise TokenStoreError(self._unwritable(exc)) from None
+            # The new file is in place; only its survival of a power cut is uncertain.
+            logger.warning(
+                "Could not sync the directory of %s (%s); the saved token may not survive a "
+                "power cut.",
+                self.location,
+                os.strerror(exc.errno or 0),
+            )
+
+
+class _UnsavedError(TokenStoreError):
+    """A write that kept the old file; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str, location: str) -> None:
+        super().__init__(
+            f"Could not write the token store {location} ({reason}), so the file there was "
+            "kept as it was; make room or fix its permissions, then retry."
+        )
+        self.reason = reason
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    # A short or altered write, or a record that does not open again as it was written.
+    return "what was read back differs from what was written"
+
+
+def _peek(path: Path) -> t.Any:
+    """Parse a sibling store file for its metadata, or None (never raises, follows no link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_STORE_BYTES:
+            return None
+        return json.loads(_read_all(fd))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 class _FileSession:
@@ -404,5 +551,15 @@ class _FileSession:
     def load(self) -> TokenRecord | None:
         return self._store.read()
 
+    def load_metadata(self) -> TokenRecord | None:
+        document = self._store.read_document()
+        if document is None:
+            return None
+        # No cipher: sealed tokens stay sealed (empty here) whatever key is at hand.
+        return decode_record(document, self._store.location, None, need_tokens=False)
+
     def save(self, record: TokenRecord) -> None:
         self._store.write(record)
+
+    def check_unshared(self, seed: str) -> None:
+        self._store.check_unshared(seed)

@@ -97,7 +97,7 @@ def test_login_stores_a_refresh_token_the_tap_then_syncs_with(
     # Names and non-secret values are printed; no token, code or client secret is.
     assert f"TAP_CONFLUENCE_CLOUD_ID={sim.cloud_id}" in out
     assert "TAP_CONFLUENCE_CLIENT_SECRET=<your client secret>" in out
-    assert f"meltano config tap-confluence set client_id {sim.creds.client_id}" in out
+    assert f"meltano config set tap-confluence client_id {sim.creds.client_id}" in out
     for secret in issued_secrets(sim):
         assert secret not in out + err
 

@@ -70,6 +70,9 @@ def cloud_id_command(env_prefix: str, site: str | None, site_url: str | None) ->
 @click.option("--timeout", type=click.FloatRange(1), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")  # fmt: skip
 @click.option("--show-secrets", is_flag=True, help="Also print the client secret's value.")
+@click.option(
+    "--force", is_flag=True, help="Replace a stored token this login cannot open (key not at hand)."
+)
 @click.pass_context
 def login_command(
     ctx: click.Context,
@@ -87,6 +90,7 @@ def login_command(
     no_browser: bool,
     timeout: float,
     show_secrets: bool,
+    force: bool,
 ) -> None:
     """Consent in a browser and store the refresh token where the tap reads it."""
     env_prefix = str(ctx.obj)
@@ -108,6 +112,7 @@ def login_command(
         open_browser=not no_browser,
         timeout=timeout,
         show_secrets=show_secrets,
+        force=force,
     )
     run_login(opts)
 

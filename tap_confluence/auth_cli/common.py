@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import typing as t
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -23,6 +24,9 @@ DEFAULT_SCOPES: tuple[str, ...] = (
     "read:configuration:confluence",
     "manage:confluence-configuration",
     "search:confluence",
+    # groups and group_members: Atlassian's group member endpoint needs both.
+    "read:group:confluence",
+    "read:user:confluence",
     "offline_access",
 )
 DEFAULT_ENV_PREFIX = "TAP_CONFLUENCE_"
@@ -32,6 +36,9 @@ USER_AGENT = "tap-confluence-auth/0.1"
 HTTP_TIMEOUT = 30.0
 
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+#: A Meltano plugin name of this tap: tap-confluence, or one inherited from it.
+_PLUGIN_NAME = re.compile(r"^tap-confluence(--?[a-z0-9][a-z0-9-]*)?$")
+DEFAULT_PLUGIN = "tap-confluence"
 
 
 class AuthCliError(click.ClickException):
@@ -46,6 +53,19 @@ def env_setting(prefix: str, setting: str) -> str | None:
     """Read the tap's setting from the environment as Meltano would pass it, or None."""
     value = os.environ.get(f"{prefix}{setting.upper()}", "").strip()
     return value or None
+
+
+def plugin_name(env_prefix: str, store_path: str | None) -> str:
+    """Name the Meltano plugin these settings belong to, for `meltano config set` lines.
+
+    Meltano names a plugin's variables after it (tap-confluence--site-b reads
+    TAP_CONFLUENCE__SITE_B_*), so a non-default --env-prefix names the plugin; else the
+    project's token file does (.meltano/tokens/$MELTANO_EXTRACTOR_NAME.json).
+    """
+    if env_prefix != DEFAULT_ENV_PREFIX:
+        return env_prefix.rstrip("_").lower().replace("_", "-")
+    stem = Path(store_path).stem if store_path and store_path.endswith(".json") else ""
+    return stem if _PLUGIN_NAME.match(stem) else DEFAULT_PLUGIN
 
 
 def url_setting(key: str, raw: str) -> str:

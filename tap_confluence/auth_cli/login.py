@@ -25,6 +25,7 @@ from tap_confluence.auth_cli.common import (
     error_detail,
     http_session,
     parse_scopes,
+    plugin_name,
     unreachable,
     url_setting,
 )
@@ -34,13 +35,13 @@ from tap_confluence.token_store import (
     TokenRecord,
     TokenStore,
     TokenStoreError,
+    TokenStoreSession,
+    check_cloud_id,
     open_store,
+    remember_superseded,
     seed_fingerprint,
     store_path_for,
 )
-
-#: How many stale seed fingerprints a record remembers (older ones are long dead anyway).
-_MAX_SUPERSEDED = 20
 
 
 @dataclass
@@ -64,6 +65,8 @@ class LoginOptions:
     open_browser: bool
     timeout: float
     show_secrets: bool
+    #: Replace a store this login cannot read (sealed with a key not at hand) all the same.
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,16 @@ def _sites(opts: LoginOptions, access_token: str, hidden: Secrets) -> list[Site]
     for entry in data:
         if not isinstance(entry, dict) or not entry.get("id"):
             continue
+        try:
+            # The ID names the token file: a hostile answer must not turn it into a path.
+            check_cloud_id(entry["id"])
+        except TokenStoreError:
+            msg = (
+                f"The sites the consent reached include one whose ID {str(entry['id'])[:60]!r} is "
+                "not a cloud ID (letters, digits and dashes), so nothing was stored; check "
+                "--api-url points at https://api.atlassian.com and run login again."
+            )
+            raise AuthCliError(msg) from None
         scopes = entry.get("scopes")
         sites.append(
             Site(
@@ -224,22 +237,47 @@ def _choose(sites: list[Site], wanted: str | None) -> Site:
 
 def _superseded(old: TokenRecord | None, env_prefix: str) -> list[str]:
     """Seeds a configured refresh_token may still hold that this consent replaces."""
-    stale: list[str] = []
-    if old is not None:
-        stale += [*old.superseded_seeds, old.seed_fingerprint]
     configured = os.environ.get(f"{env_prefix}REFRESH_TOKEN", "").strip()
-    if configured:
-        stale.append(seed_fingerprint(configured))
-    return list(dict.fromkeys(stale))[-_MAX_SUPERSEDED:]
+    return remember_superseded(old, *([seed_fingerprint(configured)] if configured else []))
+
+
+def _replaceable(session: TokenStoreSession, store: TokenStore, force: bool) -> TokenRecord | None:
+    """Return what the store holds now (tokens empty if they cannot be opened here).
+
+    A store this login cannot open (its tokens sealed with a key not at hand) is refused
+    unless --force: replacing it would drop its encryption or its key. Its fingerprints are
+    carried over either way, so no stale seed is ever spent again.
+    """
+    try:
+        return session.load()
+    except TokenStoreError as exc:
+        reason = str(exc)
+    try:
+        old = session.load_metadata()
+    except TokenStoreError:
+        return None  # unreadable: a fresh consent is the documented way to start over
+    if old is not None and not force:
+        msg = (
+            f"{reason.rstrip('.')}; login would replace what {store.location} holds with a token "
+            "sealed differently (or in clear text), so set the key the tap uses (in the "
+            "environment, as token_store_key) or pass --force to replace it anyway."
+        )
+        raise AuthCliError(msg)
+    return old
 
 
 def run_login(opts: LoginOptions) -> None:
     """Consent in the browser, exchange the code, store the refresh token, print settings."""
     hidden = Secrets()
     hidden.add(opts.client_secret)
-    # Check the store can be written before anyone spends a consent on it.
+    # Check the store can be written (and, for a known site, replaced) before anyone spends
+    # a consent on it.
     try:
-        _store_for(opts, opts.cloud_id or "probe").check_writable()
+        early = _store_for(opts, opts.cloud_id or "probe")
+        early.check_writable()
+        if opts.cloud_id:
+            with early.session() as session:
+                _replaceable(session, early, opts.force)
     except TokenStoreError as exc:
         raise AuthCliError(str(exc)) from None
     target = redirect_target(opts.redirect_uri, opts.port)
@@ -299,20 +337,22 @@ def _store(
     old: TokenRecord | None = None
     try:
         with store.session() as session:
-            try:
-                old = session.load()
-            except TokenStoreError:
-                old = None  # an unreadable store is replaced by this fresh consent
+            old = _replaceable(session, store, opts.force)
+            seed = seed_fingerprint(refresh_token)
+            # A second store for this app and site (a sibling file, another row) is refused
+            # here as the tap would refuse it: better before the consent's token is stored.
+            session.check_unshared(seed)
             record = TokenRecord(
                 refresh_token=refresh_token,
-                seed_fingerprint=seed_fingerprint(refresh_token),
+                seed_fingerprint=seed,
                 scopes=granted,
                 rotated_at=now,
                 family_started_at=now,
                 access_token=str(tokens["access_token"]),
-                access_token_expires_at=issued_at + int(tokens.get("expires_in") or 3600),
+                access_token_expires_at=issued_at + _seconds(tokens.get("expires_in")),
                 cloud_id=site.cloud_id,
                 superseded_seeds=_superseded(old, opts.env_prefix),
+                client_id=opts.client_id,
             )
             session.save(record)
     except TokenStoreError as exc:
@@ -322,6 +362,15 @@ def _store(
     )
     if old is not None:
         click.echo(f"It replaces the token stored there before (last rotated {old.rotated_at}).")
+
+
+def _seconds(value: object) -> int:
+    """expires_in as a whole number of seconds; an odd value counts as Atlassian's hour."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 3600
 
 
 def _report(opts: LoginOptions, sites: list[Site], site: Site, granted: list[str]) -> None:
@@ -356,7 +405,8 @@ def _report(opts: LoginOptions, sites: list[Site], site: Site, granted: list[str
         values["auth_url"] = opts.auth_url
     if opts.api_url != DEFAULT_API_URL:
         values["api_url"] = opts.api_url
-    print_settings(values, opts.env_prefix, show_secrets=opts.show_secrets)
+    plugin = plugin_name(opts.env_prefix, str(store_path_for(opts.token_store_path, site.cloud_id)))
+    print_settings(values, opts.env_prefix, plugin=plugin, show_secrets=opts.show_secrets)
 
 
 def resolve_login_options(
@@ -397,6 +447,11 @@ def resolve_login_options(
     )
     rest["api_url"] = url_setting("api_url", rest["api_url"] or env("api_url") or DEFAULT_API_URL)
     rest["cloud_id"] = rest["cloud_id"] or env("cloud_id")
+    if rest["cloud_id"]:
+        try:
+            check_cloud_id(rest["cloud_id"])
+        except TokenStoreError as exc:
+            raise AuthCliError(f"--cloud-id (or {prefix}CLOUD_ID): {exc}") from None
     rest["token_store_path"] = rest["token_store_path"] or env("token_store_path")
     rest["token_store_url"] = rest.get("token_store_url") or env("token_store_url")
     rest["token_store_key"] = env("token_store_key")

@@ -28,7 +28,9 @@ def uncovered_streams(granted: frozenset[str]) -> list[str]:
     return lines
 
 
-def print_settings(values: dict[str, str | None], env_prefix: str, *, show_secrets: bool) -> None:
+def print_settings(
+    values: dict[str, str | None], env_prefix: str, *, plugin: str, show_secrets: bool
+) -> None:
     """Print the tap settings by name, as env lines and Meltano commands; secrets only if asked."""
     click.echo("")
     if show_secrets:
@@ -53,7 +55,8 @@ def print_settings(values: dict[str, str | None], env_prefix: str, *, show_secre
     click.echo("Or with Meltano (secrets belong in .env, not in meltano.yml):")
     for key, value in values.items():
         if key not in _SECRET_SETTINGS and value is not None:
-            click.echo(f"  meltano config tap-confluence set {key} {shlex.quote(value)}")
+            # Meltano 4's form; `meltano config PLUGIN set` is refused there.
+            click.echo(f"  meltano config set {plugin} {key} {shlex.quote(value)}")
 
 
 def _shown(key: str, value: str | None, env_prefix: str) -> str:

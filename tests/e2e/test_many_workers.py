@@ -137,7 +137,14 @@ def many_workers(
     }
     for plugin, (prefix, cloud) in SITES.items():
         sim = simulator_factory_module(
-            f"sim-{plugin}", cloud_id=cloud, token_ttl=5, reuse_leeway=0, **SMALL
+            f"sim-{plugin}",
+            cloud_id=cloud,
+            # Each site its own consent, as in life: the token store refuses two rows that
+            # descend from one refresh token.
+            seed_refresh_token=f"fake-refresh-token-seed-{plugin}",
+            token_ttl=5,
+            reuse_leeway=0,
+            **SMALL,
         )
         sims[plugin] = sim
         config = site_config(sim, cloud, sim.creds.seed_refresh_token)

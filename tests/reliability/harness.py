@@ -73,6 +73,8 @@ class LeakWatch:
 
     def __init__(self) -> None:
         self.secrets: set[str] = set()
+        #: Secrets no token store may ever hold, sealed or not: client secret, API tokens, keys.
+        self.never_stored: set[str] = set()
         self.live: list[SimulatorProcess] = []
         self.bytes_scanned = 0
         self.files_scanned = 0
@@ -85,6 +87,8 @@ class LeakWatch:
             self.secrets.add(entry["token"])
         self.secrets.update(listing["secrets"])
         self.secrets.update(sim.creds.secrets())
+        c = sim.creds
+        self.never_stored.update([c.client_secret, c.classic_token, c.scoped_token, c.org_api_key])
 
     def scan_tree(self, root: Path) -> list[str]:
         """Return findings for everything the tap wrote under ``root``."""
@@ -107,16 +111,33 @@ class LeakWatch:
         return [f"{path}: holds a secret ({s[:10].decode()}...)" for s in secrets if s in data]
 
     def _check_store_dir(self, store_dir: Path, secrets: list[bytes]) -> list[str]:
+        """A token store: every directory 0700, every store 0600 without a never-stored secret,
+        no symlink, no temp file left behind, and nothing else holding a secret."""
         findings = []
-        if (store_dir.stat().st_mode & 0o777) != 0o700:
-            findings.append(f"{store_dir}: mode {store_dir.stat().st_mode & 0o777:o}, not 700")
-        for path in sorted(p for p in store_dir.rglob("*") if p.is_file()):
-            if path.suffix == ".json" and not path.name.startswith("."):
+        never = [s.encode() for s in self.never_stored if len(s) >= 8]
+        entries = sorted(store_dir.rglob("*"))
+        for directory in [store_dir, *(p for p in entries if p.is_dir() and not p.is_symlink())]:
+            mode = directory.stat().st_mode & 0o777
+            if mode != 0o700:
+                findings.append(f"{directory}: mode {mode:o}, not 700")
+        for path in entries:
+            if path.is_symlink():
+                findings.append(f"{path}: a symbolic link in a token store")
+            elif not path.is_file():
+                continue
+            elif path.suffix == ".json" and not path.name.startswith("."):
                 self.stores_checked += 1
                 mode = path.stat().st_mode & 0o777
                 if mode != 0o600:
                     findings.append(f"{path}: mode {mode:o}, not 600")
+                findings += [
+                    f"{path}: holds a secret no store may keep ({s[:10].decode()}...)"
+                    for s in never
+                    if s in path.read_bytes()
+                ]
             else:
+                if path.name.endswith(".tmp"):
+                    findings.append(f"{path}: a temp file left behind by a save")
                 findings += self._scan_file(path, secrets)
         return findings
 
