@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_confluence.errors import Secrets, TapUserError
+from tap_confluence.retry import never_sent
 from tap_confluence.token_store import (
     TokenRecord,
     TokenStore,
@@ -91,16 +91,6 @@ def _seconds(value: object) -> int | None:
     if isinstance(value, int) and value > 0:
         return value
     return None
-
-
-def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
-    """Tell whether the token request surely never reached the server (safe to resend)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason: object = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 class AtlassianOAuthAuthenticator(OAuthAuthenticator):
@@ -345,7 +335,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectionError as exc:
-            if _never_sent(exc):
+            if never_sent(exc):
                 raise  # the stream's backoff retries this; nothing was spent
             raise TapUserError(self._lost_answer_sentence()) from None
         except requests.exceptions.RequestException:
