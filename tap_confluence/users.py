@@ -176,10 +176,10 @@ class UsersStream(ConfluenceStream):
             try:
                 return self._v1_statuses(ids)
             except RouteGoneError as exc:
+                removed = str(exc).split(", so")[0]
                 self.logger.warning(
-                    "%s; reading accountStatus from %s instead.", str(exc).split(", so")[0],
-                    V2_BULK_PATH,
-                )  # fmt: skip
+                    "%s; reading accountStatus from %s instead.", removed, V2_BULK_PATH
+                )
                 self._bulk_v2 = True
         try:
             return self._v2_statuses(ids)
