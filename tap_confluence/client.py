@@ -43,6 +43,7 @@ from tap_confluence.retry import (
     never_sent,
     requested_wait,
     retry_wait,
+    setting_for_url,
     stop_sentence,
 )
 
@@ -205,7 +206,8 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         """Yield the records of the stream's listing; multi-endpoint streams override this."""
         url = self.get_url(context)
         params = self.get_url_params(context, None)
-        for body in self.fetch_pages(url, params, self.get_new_paginator(), context=context):
+        paginator = self.get_new_paginator()
+        for body in self.fetch_pages(url, params, paginator, context=context, endpoint=self.path):
             yield from self.page_records(body)
 
     def page_records(self, body: Mapping[str, t.Any]) -> Iterator[dict[str, t.Any]]:
@@ -232,8 +234,12 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         *,
         auth: Auth | None = None,
         context: Context | None = None,
+        endpoint: str | None = None,
     ) -> Iterator[dict[str, t.Any]]:
-        """Yield each page's body of a listing, asked for as ``paginator`` says, to its end."""
+        """Yield each page's body of a listing, asked for as ``paginator`` says, to its end.
+
+        ``endpoint`` names the route in metrics (the stream's path, with its placeholders).
+        """
         pages = t.cast("PageRequests", paginator)
         # A page that times out is asked again smaller; links the API sends carry their own.
         limit = params.get("limit")
@@ -248,6 +254,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
                     auth=auth,
                     parse=_with_response,
                     governor=governor if page_params is not None else None,
+                    endpoint=endpoint,
                 )
                 counter.increment()
                 yield body
@@ -325,7 +332,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         except requests.exceptions.ConnectionError as exc:
             if never_sent(exc):
                 request_url = getattr(exc.request, "url", None) or prepared.url or ""
-                setting = self.confluence_tap.setting_for_url(str(request_url))
+                setting = setting_for_url(str(request_url))
                 host = urlsplit(str(request_url)).netloc
                 raise _Unreachable(setting, host, type(exc).__name__) from None
             raise

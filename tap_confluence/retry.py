@@ -15,6 +15,7 @@ import email.utils
 import random
 import re
 import time
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -137,3 +138,13 @@ def never_sent(exc: requests.exceptions.ConnectionError) -> bool:
     if isinstance(reason, urllib3.exceptions.MaxRetryError):
         reason = reason.reason
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def setting_for_url(url: str) -> str:
+    """Name the setting a request's URL comes from (for an unreachable host's sentence)."""
+    path = urlsplit(url).path
+    if path.endswith("/oauth/token"):
+        return "auth_url"
+    if path.startswith(("/ex/", "/admin/", "/oauth/")):
+        return "api_url"
+    return "site_url"

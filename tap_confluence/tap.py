@@ -25,6 +25,7 @@ from tap_confluence.errors import RunHaltedError, Secrets, StreamAccessError, Ta
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
 from tap_confluence.output import BlockWriter
+from tap_confluence.retry import setting_for_url
 from tap_confluence.state_input import parse_state
 from tap_confluence.token_kind import cached_kind, fingerprint, remember_kind
 from tap_confluence.token_store import (
@@ -244,8 +245,9 @@ class TapConfluence(Tap):
             response = requests.Session().send(auth(prepared.prepare()), timeout=60)
         except requests.RequestException as exc:
             msg = (
-                f"Could not reach site_url {site_url} ({type(exc).__name__}); check it, or "
-                "leave it out to use a scoped token through the gateway only."
+                f"{urlsplit(site_url).netloc} could not be reached ({type(exc).__name__}); "
+                "check site_url and the network, or leave site_url out to use a scoped token "
+                "through the gateway only."
             )
             raise TapUserError(msg) from None
         if response.ok:
@@ -361,15 +363,6 @@ class TapConfluence(Tap):
         if self._halted is not None:
             raise RunHaltedError(self._halted)
 
-    def setting_for_url(self, url: str) -> str:
-        """Name the setting a request's URL comes from (for an unreachable host's sentence)."""
-        path = urlsplit(url).path
-        if path.endswith("/oauth/token"):
-            return "auth_url"
-        if path.startswith(("/ex/", "/admin/", "/oauth/")):
-            return "api_url"
-        return "site_url"
-
     def check_cloud_id(self, response: requests.Response) -> None:
         """Say cloud_id is wrong, listing reachable sites, when the gateway knows no such site."""
         path = urlsplit(response.url).path
@@ -479,8 +472,10 @@ def gave_up_sentence(exc: BaseException) -> str:
         what = str(exc).removesuffix("; retrying.").rstrip(".")
         return f"{what} on every retry, so the run stopped; {resume}"
     if isinstance(exc, requests.RequestException):
+        url = str(getattr(exc.request, "url", "") or "")
+        host = urlsplit(url).netloc or "Confluence"
         return (
-            f"The Confluence API could not be reached ({type(exc).__name__}) even after "
-            f"retries, so the run stopped; check the network and api_url, then {resume}"
+            f"{host} could not be reached ({type(exc).__name__}) even after retries, so the "
+            f"run stopped; check {setting_for_url(url)} and the network, then {resume}"
         )
     return f"{exc} The run stopped; fix the cause, then {resume}"

@@ -41,3 +41,10 @@ def test_hitting_the_search_cap_is_reported_loudly_not_silently(simulator_factor
     # 50 full pages of licensed users (the listing stops at the cap); guests: one page, then
     # the empty page that alone ends a search/user listing (a short page may be capped).
     assert stats["requests"]["search_user"] == 10_000 // 200 + 2
+
+    # Asked to fail instead: the same cap ends users with that sentence and fails the run,
+    # after the other streams have loaded.
+    strict = run_tap(tmp_path, sim.tap_config("classic_token", fail_on_user_search_cap=True))
+    assert strict.returncode == 1
+    assert "fail_on_user_search_cap is set, so the run fails" in strict.stderr
+    assert "audit_records" in strict.streams_with_records()
