@@ -77,7 +77,7 @@ class TapConfluence(Tap):
             description="OAuth refresh token seeding the token store; a new value wins.",
         ),
         th.Property(
-            "email", th.StringType, description="Atlassian account email for API-token auth."
+            "email", th.EmailType, description="Atlassian account email for API-token auth."
         ),
         th.Property(
             "api_token",

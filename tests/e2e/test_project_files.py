@@ -11,16 +11,20 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# Settings every SDK tap has; Meltano knows them from the capabilities, not the settings list.
-SDK_BUILTIN = {
-    "stream_maps",
-    "stream_map_config",
-    "faker_config",
-    "flattening_enabled",
-    "flattening_max_depth",
-    "flattening_max_key_length",
-    "flattening_separator",
-    "batch_config",
+# Meltano setting kinds for JSON Schema types (a string's format refines its kind).
+KINDS = {
+    "string": "string",
+    "integer": "integer",
+    "number": "decimal",
+    "boolean": "boolean",
+    "object": "object",
+    "array": "array",
+}
+STRING_FORMATS = {"date-time": "date_iso8601", "email": "email"}
+# Defaults only a Meltano project can give, each for a reason.
+MELTANO_ONLY_VALUES = {
+    # One token file per plugin instance, named after it (the tap alone has no project root).
+    "token_store_path": "$MELTANO_PROJECT_ROOT/.meltano/tokens/$MELTANO_EXTRACTOR_NAME.json",
 }
 
 
@@ -42,10 +46,45 @@ def plugin(kind: str, name: str) -> dict:
     return next(p for p in meltano_yml()["plugins"][kind] if p["name"] == name)
 
 
+def meltano_kind(prop: dict) -> str:
+    """The Meltano kind a setting of this JSON Schema must have."""
+    types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    (json_type,) = [x for x in types if x != "null"]
+    if json_type == "string" and "enum" in prop:
+        return "options"
+    if json_type == "string" and prop.get("format") in STRING_FORMATS:
+        return STRING_FORMATS[prop["format"]]
+    return KINDS[json_type]
+
+
 def test_meltano_yml_declares_every_tap_setting_and_only_those():
     props = about()["settings"]["properties"]
     declared = {s["name"] for s in plugin("extractors", "tap-confluence")["settings"]}
-    assert declared == set(props) - SDK_BUILTIN
+    # The SDK's own settings (stream maps, flattening, batch, faker) included: Meltano
+    # refuses to `config set` a setting it does not know, and passes it untyped.
+    assert sorted(set(props) - declared) == [], "the tap has them, meltano.yml does not"
+    assert sorted(declared - set(props)) == [], "meltano.yml has them, the tap does not"
+
+
+def test_meltano_yml_gives_every_setting_the_kind_of_the_taps_schema():
+    props = about()["settings"]["properties"]
+    for setting in plugin("extractors", "tap-confluence")["settings"]:
+        name = setting["name"]
+        # Meltano's kind defaults to string.
+        assert setting.get("kind", "string") == meltano_kind(props[name]), name
+
+
+def test_meltano_yml_defaults_are_the_taps_defaults():
+    props = about()["settings"]["properties"]
+    for setting in plugin("extractors", "tap-confluence")["settings"]:
+        name = setting["name"]
+        expected = MELTANO_ONLY_VALUES.get(name, props[name].get("default"))
+        assert setting.get("value") == expected, name
+
+
+def test_meltano_yml_capabilities_are_the_taps():
+    declared = set(plugin("extractors", "tap-confluence")["capabilities"])
+    assert declared == set(about()["capabilities"])
 
 
 def test_meltano_yml_marks_exactly_the_tap_secrets_sensitive():
