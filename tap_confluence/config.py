@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import re
 import typing as t
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -51,6 +52,47 @@ def _has(config: t.Mapping[str, t.Any], key: str) -> bool:
 def fail(sentence: str) -> t.NoReturn:
     """Raise the SDK's config error with one sentence (the CLI prints it without a traceback)."""
     raise ConfigValidationError(sentence, errors=[sentence])
+
+
+#: How a setting of each JSON Schema type must be written, for the sentence.
+_TYPE_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "string": "text",
+    "object": "an object",
+    "array": "a list",
+}
+#: The SDK's schema errors end like `... in config['audit_concurrency']`.
+_ERROR_PATH = re.compile(r" in config\['([^']+)'\]")
+
+
+def config_error_sentence(exc: ConfigValidationError) -> str:
+    """One sentence for a config error: the tap's own, or the SDK's schema errors retold.
+
+    The SDK's messages quote the offending values, which may be secrets, so only the
+    setting names and the types they need are told.
+    """
+    if exc.errors == [str(exc)]:
+        return str(exc)
+    props = (exc.schema or {}).get("properties", {})
+    names: list[str] = []
+    for error in exc.errors:
+        match = _ERROR_PATH.search(error)
+        if match and match.group(1) not in names:
+            names.append(match.group(1))
+    needs = []
+    for name in names:
+        kinds = props.get(name, {}).get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        words = [_TYPE_WORDS[k] for k in kinds if k in _TYPE_WORDS]
+        needs.append(f"{name} must be {' or '.join(words) or 'set as documented'}")
+    if not needs:
+        return (
+            f"The config does not fit the tap's settings ({len(exc.errors)} problem(s)); "
+            "tap-confluence --about lists every setting and its type."
+        )
+    return f"{' and '.join(needs)}; tap-confluence --about lists every setting and its type."
 
 
 def _check_url(config: t.Mapping[str, t.Any], key: str) -> str | None:

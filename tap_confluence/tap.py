@@ -14,12 +14,12 @@ import requests
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
 from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.config import AuthMode, AuthPlan, resolve_auth
+from tap_confluence.config import AuthMode, AuthPlan, config_error_sentence, resolve_auth
 from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
@@ -318,6 +318,11 @@ class TapConfluence(Tap):
                 # The SDK would crash on unusable state; check it and say what is wrong.
                 kwargs["state"] = io.StringIO(json.dumps(parse_state(state.read())))
             super().invoke(*args, **kwargs)
+        except ConfigValidationError as exc:
+            # Caught here, not by the SDK's command, so that the sentence is the last line on
+            # stderr (what `meltano config test` and orchestrators show), not its summary.
+            cls.logger.error("%s", config_error_sentence(exc))  # noqa: TRY400
+            raise click.exceptions.Exit(1) from None
         except TapUserError as exc:
             cls.logger.error("%s", exc)  # noqa: TRY400
             raise click.exceptions.Exit(1) from None
