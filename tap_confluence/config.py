@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import enum
 import ipaddress
 import re
@@ -145,6 +146,33 @@ def _check_lookback(config: t.Mapping[str, t.Any]) -> None:
     value = config.get("audit_lookback_minutes")
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         fail(f"audit_lookback_minutes must be a whole number of minutes, 0 or more, not {value!r}.")
+
+
+#: Audit windows fetched at once: the audit stream uses a value in this range.
+AUDIT_CONCURRENCY_RANGE = (1, 16)
+
+
+def settings_warnings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -> list[str]:
+    """Sentences for settings the tap does not know and for values it clamps.
+
+    Names only, never values: a misspelt setting may well hold a secret.
+    """
+    warnings = []
+    for key in sorted(str(k) for k in config if k not in known):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        hint = (
+            f"did you mean {close[0]}?" if close else "tap-confluence --about lists every setting."
+        )
+        warnings.append(f"{key[:60]} is not a setting of tap-confluence and is ignored; {hint}")
+    value = config.get("audit_concurrency")
+    low, high = AUDIT_CONCURRENCY_RANGE
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        used = min(max(value, low), high)
+        warnings.append(
+            f"audit_concurrency {value} is outside {low} to {high}, so {used} audit windows "
+            "are fetched at once."
+        )
+    return warnings
 
 
 def _oauth_missing(config: t.Mapping[str, t.Any]) -> list[str]:

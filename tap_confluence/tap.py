@@ -19,7 +19,13 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, Retriabl
 from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.config import AuthMode, AuthPlan, config_error_sentence, resolve_auth
+from tap_confluence.config import (
+    AuthMode,
+    AuthPlan,
+    config_error_sentence,
+    resolve_auth,
+    settings_warnings,
+)
 from tap_confluence.errors import Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
@@ -156,6 +162,8 @@ class TapConfluence(Tap):
         self._ended: list[StreamAccessError] = []
         self._cloud_key: str | None = None
         if kwargs.get("validate_config", True):
+            for warning in settings_warnings(self.config, self.config_jsonschema["properties"]):
+                self.logger.warning("%s", warning)
             self._plan: AuthPlan | None = resolve_auth(self.config)
             check_admin_settings(self.config)
             check_store_settings(self.config)
