@@ -179,6 +179,27 @@ def _oauth_missing(config: t.Mapping[str, t.Any]) -> list[str]:
     return [k for k in ("client_id", "client_secret", "refresh_token") if not _has(config, k)]
 
 
+def _refuse_stray_settings(
+    config: t.Mapping[str, t.Any], oauth_given: list[str], token_given: list[str]
+) -> None:
+    """Name the setting that is extra when one auth method is complete and another half set."""
+    if len(token_given) == 2 and 0 < len(oauth_given) < 3:
+        have = " and ".join(oauth_given)
+        verb = "are" if len(oauth_given) > 1 else "is"
+        missing = " and ".join(_oauth_missing(config))
+        fail(
+            f"email and api_token are set for API-token auth, but {have} {verb} set too, "
+            f"which only OAuth uses; remove {have}, or add {missing} to use OAuth as well."
+        )
+    if len(oauth_given) == 3 and len(token_given) == 1:
+        extra = token_given[0]
+        other = "api_token" if extra == "email" else "email"
+        fail(
+            f"OAuth is set up, but {extra} is set too, which only licence counts use (with "
+            f"{other} and site_url beside OAuth); remove {extra}, or add {other} and site_url."
+        )
+
+
 def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
     """Check the settings and return the auth plan, or raise one clear sentence.
 
@@ -197,6 +218,7 @@ def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
     token_given = [k for k in ("email", "api_token") if _has(config, k)]
     has_cloud = _has(config, "cloud_id")
 
+    _refuse_stray_settings(config, oauth_given, token_given)
     if oauth_given and len(oauth_given) < 3:
         missing = " and ".join(_oauth_missing(config))
         have = " and ".join(oauth_given)
