@@ -50,7 +50,8 @@ STREAM_TYPES: tuple[type[ConfluenceStream], ...] = (
 
 
 class TapConfluence(Tap):
-    """Extracts users, groups, licence seats and audit records from Confluence Cloud."""
+    # --about shows this docstring as the tap's description, so it stays one line.
+    """Confluence Cloud: users, groups, group_members, license_subscriptions, audit_records and user_activity."""  # noqa: E501
 
     name = "tap-confluence"
     message_writer_class = BlockWriter
