@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -105,3 +106,29 @@ def test_about_description_names_all_six_streams():
     description = json.loads(out)["description"]
     missing = [s for s in STREAMS if not re.search(rf"\b{s}\b", description)]
     assert missing == [], description
+
+
+@pytest.mark.parametrize(("level", "info_lines"), [(None, True), ("WARNING", False)])
+def test_tap_confluence_loglevel_sets_the_taps_log_level(tmp_path, level, info_lines):
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "site_url": "https://acme.atlassian.net",
+                "email": "admin@example.com",
+                "api_token": "fake-classic-api-token",
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"LOGLEVEL", "TAP_CONFLUENCE_LOGLEVEL"}}
+    if level:
+        env["TAP_CONFLUENCE_LOGLEVEL"] = level
+    proc = subprocess.run(
+        [sys.executable, "-m", "tap_confluence", "--config", str(config), "--test=schema"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+    )
+    assert ("| INFO" in proc.stderr) is info_lines, proc.stderr

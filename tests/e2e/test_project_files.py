@@ -170,3 +170,58 @@ def test_readme_opens_with_the_demo_and_test_commands_and_ci_runs_the_test_one()
     assert commands == ["./scripts/demo", "./scripts/test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^\./scripts/test\s*$", ci, re.M)
+
+
+HUB_FILE = REPO / "plugins" / "extractors" / "tap-confluence.yml"
+
+
+def hub_definition() -> dict:
+    return yaml.safe_load(HUB_FILE.read_text())
+
+
+def test_hub_definition_declares_what_meltano_yml_declares():
+    hub, tap = hub_definition(), plugin("extractors", "tap-confluence")
+    for key in (
+        "name",
+        "namespace",
+        "executable",
+        "capabilities",
+        "settings_group_validation",
+        "settings",
+        "commands",
+    ):
+        assert hub[key] == tap[key], key
+
+
+def test_hub_definition_installs_a_published_package_not_this_checkout():
+    pip_url = hub_definition()["pip_url"]
+    assert not pip_url.startswith("-e"), pip_url
+    assert pip_url.split("==")[0] == "tap-confluence" or pip_url.startswith("git+https://")
+
+
+def test_readme_tells_an_existing_project_how_to_add_the_tap_from_the_definition():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^meltano add --from-ref (\S+) tap-confluence\s*$", readme, re.M)
+    assert commands, "no `meltano add --from-ref ... tap-confluence` in the README"
+    assert any(c.endswith("plugins/extractors/tap-confluence.yml") for c in commands), commands
+
+
+def test_readme_state_clear_commands_carry_force():
+    readme = (REPO / "README.md").read_text()
+    clears = re.findall(r"^meltano state clear\b.*$", readme, re.M)
+    assert clears, "the README no longer shows how to clear state"
+    assert all("--force" in line for line in clears), clears
+
+
+def test_readme_says_what_an_unset_start_date_reads():
+    readme = (REPO / "README.md").read_text()
+    section = re.search(r"\*\*Without `start_date`\*\*(.*?)\n\n", readme, re.S)
+    assert section, "the README does not say what a run without start_date reads"
+    for stream in ("audit_records", "user_activity", "users", "license_subscriptions"):
+        assert stream in section.group(1), stream
+    assert "retention" in section.group(1)
+
+
+def test_readme_names_the_log_level_variable():
+    readme = (REPO / "README.md").read_text()
+    assert "TAP_CONFLUENCE_LOGLEVEL" in readme
