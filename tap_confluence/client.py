@@ -22,6 +22,7 @@ from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.errors import StreamAccessError, TapUserError
 from tap_confluence.output import ShapedRecords
 from tap_confluence.request_gate import RequestGate
+from tap_confluence.versions import FullTableVersions
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Mapping
@@ -93,7 +94,7 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         return self._rebase(str(link)) if link else None
 
 
-class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
+class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
     """Common behaviour of every Confluence REST stream in this tap."""
 
     schema = StreamSchema(SchemaDirectory(schemas))
@@ -184,6 +185,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope or permission ends this stream with one sentence."""
         if self.confluence_tap.missing_scopes(self):
+            self.mark_incomplete()
             self.logger.warning(
                 "Skipping %s: the OAuth token was not granted %s; authorise the app again with "
                 "that scope to extract it.",
@@ -194,6 +196,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         try:
             yield from self.extract_records(context)
         except StreamAccessError as exc:
+            self.mark_incomplete()
             self.confluence_tap.note_stream_ended(self.name, exc)
 
     def finalize_state_progress_markers(self, state: dict[str, t.Any] | None = None) -> None:

@@ -155,6 +155,16 @@ class TapConfluence(Tap):
             default=5,
             description="Audit log time windows fetched at once during a backfill (1 to 16).",
         ),
+        th.Property(
+            "emit_activate_version_messages",
+            th.BooleanType,
+            default=True,
+            description=(
+                "Send ACTIVATE_VERSION after a complete read of users, groups and "
+                "group_members, so the target soft-deletes rows gone from the site "
+                "(never for license_subscriptions, whose history stays)."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:

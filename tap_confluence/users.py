@@ -53,6 +53,7 @@ class UsersStream(ConfluenceStream):
     path = "/wiki/rest/api/search/user"
     primary_keys = ("cloudId", "accountId")
     replication_key = None
+    activates_versions = True
     required_scopes = (CONTENT_SCOPE,)
     permission_hint = "the 'Can use' global permission (and the read:content-details scope)"
     page_size = 200
@@ -103,6 +104,7 @@ class UsersStream(ConfluenceStream):
                     tag,
                 )
             if seen >= SEARCH_USER_CAP:
+                self.mark_incomplete()
                 self.logger.warning(
                     "users: search/user stopped at %d %s users, its per-query cap; the site may "
                     "have more, so users and the licensedUsers count may be incomplete.",
