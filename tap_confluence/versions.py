@@ -53,7 +53,8 @@ class FullTableVersions(Stream):
     @property
     def read_complete(self) -> bool:
         """True when this run read the whole stream (for a child: its parent's too)."""
-        if not self._read_complete:
+        # A record limit (`--test` syncs one record per stream) reads a sample, never all.
+        if not self._read_complete or self.ABORT_AT_RECORD_COUNT is not None:
             return False
         parents = [s for s in self._tap.streams.values() if type(s) is self.parent_stream_type]
         return all(t.cast("FullTableVersions", p).read_complete for p in parents)

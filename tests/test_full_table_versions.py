@@ -137,3 +137,10 @@ def test_users_cut_short_by_the_search_cap_are_not_activated(simulator_factory, 
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(run.records("users")) == 10_002
     assert of_stream(run, "users", "ACTIVATE_VERSION") == []
+
+
+def test_test_mode_reads_a_sample_and_activates_nothing(sim, tmp_path):
+    run = run_tap(tmp_path, granted_config(sim, tmp_path), extra=("--test",))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.records("users")) == 1
+    assert not any(m["type"] == "ACTIVATE_VERSION" for m in run.messages)
