@@ -324,6 +324,18 @@ class TapConfluence(Tap):
             raise TapUserError(msg)
 
     @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """Run the SDK's --test; a bad config ends it with its sentence, not a traceback."""
+        try:
+            super().cb_test(ctx, param, value)
+        except ConfigValidationError as exc:
+            cls.logger.error("%s", config_error_sentence(exc))  # noqa: TRY400
+            ctx.exit(1)
+        except TapUserError as exc:
+            cls.logger.error("%s", exc)  # noqa: TRY400
+            ctx.exit(1)
+
+    @classmethod
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run the tap; a user-facing error ends it with its one sentence and exit code 1."""
         # Records are trees of dicts and lists without cycles, made by the thousand per page,

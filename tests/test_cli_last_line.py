@@ -14,7 +14,7 @@ TOKEN = {"cloud_id": CLOUD, "email": "admin@example.com", "api_token": "fake-sco
 SDK_SUMMARIES = ("Config validation failed", "An unhandled error occurred while syncing")
 
 
-def run_cli(tmp_path, config) -> subprocess.CompletedProcess[str]:
+def run_cli(tmp_path, config, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -22,6 +22,7 @@ def run_cli(tmp_path, config) -> subprocess.CompletedProcess[str]:
             "tap_confluence",
             "--config",
             str(write_json(tmp_path / "c.json", config)),
+            *extra,
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -85,3 +86,20 @@ def test_a_run_that_gives_up_ends_stderr_with_its_sentence(tmp_path):
     last = last_line(proc.stderr)
     assert "so the run stopped" in last, proc.stderr[-3000:]
     assert not any(summary in last for summary in SDK_SUMMARIES)
+
+
+@pytest.mark.parametrize("mode", ["--test", "--test=schema"])
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"cloud_id": CLOUD, "client_id": "fake-client-id"}, "OAuth needs client_secret"),
+        ({**TOKEN, "audit_concurrency": "many"}, "audit_concurrency must be a whole number"),
+    ],
+)
+def test_test_mode_with_a_bad_config_ends_with_the_sentence_not_a_traceback(
+    tmp_path, mode, config, expected
+):
+    proc = run_cli(tmp_path, config, mode)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert expected in last_line(proc.stderr), proc.stderr[-3000:]
