@@ -16,6 +16,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_confluence.activity_ledger import shared_audit_read
 from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
 from tap_confluence.client import ConfluenceStream, log_progress_every, sent_limit
+from tap_confluence.config import AUDIT_CONCURRENCY_RANGE
 from tap_confluence.request_gate import PageSizeGovernor, RequestGate
 
 if t.TYPE_CHECKING:
@@ -226,7 +227,9 @@ class AuditRecordsStream(ConfluenceStream):
     @property
     def concurrency(self) -> int:
         """How many audit windows are fetched at once (``audit_concurrency``, 1 to 16)."""
-        return max(1, min(16, int(self.config.get("audit_concurrency", DEFAULT_CONCURRENCY))))
+        low, high = AUDIT_CONCURRENCY_RANGE
+        wanted = int(self.config.get("audit_concurrency", DEFAULT_CONCURRENCY))
+        return max(low, min(high, wanted))
 
     def window_bounds(self, context: Context | None) -> tuple[int, int]:
         """``[lo, until]``: from the bookmark less the lookback (never before start_date) to now."""

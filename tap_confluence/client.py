@@ -46,6 +46,7 @@ from tap_confluence.retry import (
     setting_for_url,
     stop_sentence,
 )
+from tap_confluence.versions import FullTableVersions
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -96,7 +97,7 @@ class _Unreachable(Exception):  # noqa: N818 (an internal signal, not an error f
         self.setting, self.host, self.cause = setting, host, cause
 
 
-class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
+class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
     """Common behaviour of every Confluence REST stream in this tap."""
 
     schema = StreamSchema(SchemaDirectory(schemas))
@@ -174,6 +175,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope, permission or route ends this stream in a sentence."""
         if self.confluence_tap.missing_scopes(self):
+            self.mark_incomplete()
             self.logger.warning(
                 "Skipping %s: the OAuth token was not granted %s; authorise the app again with "
                 "that scope to extract it.",
@@ -184,9 +186,11 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
         try:
             yield from self.extract_records(context)
         except StreamAccessError as exc:
+            self.mark_incomplete()
             self.confluence_tap.note_stream_ended(self.name, exc)
         except MisshapenAnswerError as exc:
             # Retried already: the API keeps answering something this stream cannot read.
+            self.mark_incomplete()
             sentence = str(exc).removesuffix("; retrying.").rstrip(".")
             self.confluence_tap.note_stream_ended(
                 self.name,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import enum
 import ipaddress
 import json
+import re
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -112,6 +114,47 @@ def fail(sentence: str) -> t.NoReturn:
     raise ConfigValidationError(sentence, errors=[sentence])
 
 
+#: How a setting of each JSON Schema type must be written, for the sentence.
+_TYPE_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "string": "text",
+    "object": "an object",
+    "array": "a list",
+}
+#: The SDK's schema errors end like `... in config['audit_concurrency']`.
+_ERROR_PATH = re.compile(r" in config\['([^']+)'\]")
+
+
+def config_error_sentence(exc: ConfigValidationError) -> str:
+    """One sentence for a config error: the tap's own, or the SDK's schema errors retold.
+
+    The SDK's messages quote the offending values, which may be secrets, so only the
+    setting names and the types they need are told.
+    """
+    if exc.errors == [str(exc)]:
+        return str(exc)
+    props = (exc.schema or {}).get("properties", {})
+    names: list[str] = []
+    for error in exc.errors:
+        match = _ERROR_PATH.search(error)
+        if match and match.group(1) not in names:
+            names.append(match.group(1))
+    needs = []
+    for name in names:
+        kinds = props.get(name, {}).get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        words = [_TYPE_WORDS[k] for k in kinds if k in _TYPE_WORDS]
+        needs.append(f"{name} must be {' or '.join(words) or 'set as documented'}")
+    if not needs:
+        return (
+            f"The config does not fit the tap's settings ({len(exc.errors)} problem(s)); "
+            "tap-confluence --about lists every setting and its type."
+        )
+    return f"{' and '.join(needs)}; tap-confluence --about lists every setting and its type."
+
+
 def _check_url(config: t.Mapping[str, t.Any], key: str) -> str | None:
     if not _has(config, key):
         return None
@@ -166,8 +209,56 @@ def _check_lookback(config: t.Mapping[str, t.Any]) -> None:
             fail(f"{key} must be a whole number of minutes, 0 or more, not {value!r}.")
 
 
+#: Audit windows fetched at once: the audit stream uses a value in this range.
+AUDIT_CONCURRENCY_RANGE = (1, 16)
+
+
+def settings_warnings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -> list[str]:
+    """Sentences for settings the tap does not know and for values it clamps.
+
+    Names only, never values: a misspelt setting may well hold a secret.
+    """
+    warnings = []
+    for key in sorted(str(k) for k in config if k not in known):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        hint = (
+            f"did you mean {close[0]}?" if close else "tap-confluence --about lists every setting."
+        )
+        warnings.append(f"{key[:60]} is not a setting of tap-confluence and is ignored; {hint}")
+    value = config.get("audit_concurrency")
+    low, high = AUDIT_CONCURRENCY_RANGE
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        used = min(max(value, low), high)
+        warnings.append(
+            f"audit_concurrency {value} is outside {low} to {high}, so {used} audit windows "
+            "are fetched at once."
+        )
+    return warnings
+
+
 def _oauth_missing(config: t.Mapping[str, t.Any]) -> list[str]:
     return [k for k in ("client_id", "client_secret", "refresh_token") if not _has(config, k)]
+
+
+def _refuse_stray_settings(
+    config: t.Mapping[str, t.Any], oauth_given: list[str], token_given: list[str]
+) -> None:
+    """Name the setting that is extra when one auth method is complete and another half set."""
+    if len(token_given) == 2 and 0 < len(oauth_given) < 3:
+        have = " and ".join(oauth_given)
+        verb = "are" if len(oauth_given) > 1 else "is"
+        missing = " and ".join(_oauth_missing(config))
+        fail(
+            f"email and api_token are set for API-token auth, but {have} {verb} set too, "
+            f"which only OAuth uses; remove {have}, or add {missing} to use OAuth as well."
+        )
+    if len(oauth_given) == 3 and len(token_given) == 1:
+        extra = token_given[0]
+        other = "api_token" if extra == "email" else "email"
+        fail(
+            f"OAuth is set up, but {extra} is set too, which only licence counts use (with "
+            f"{other} and site_url beside OAuth); remove {extra}, or add {other} and site_url."
+        )
 
 
 def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
@@ -188,6 +279,7 @@ def resolve_auth(config: t.Mapping[str, t.Any]) -> AuthPlan:
     token_given = [k for k in ("email", "api_token") if _has(config, k)]
     has_cloud = _has(config, "cloud_id")
 
+    _refuse_stray_settings(config, oauth_given, token_given)
     if oauth_given and len(oauth_given) < 3:
         missing = " and ".join(_oauth_missing(config))
         have = " and ".join(oauth_given)

@@ -24,6 +24,7 @@ class GroupsStream(ConfluenceStream):
     path = "/wiki/rest/api/group"
     primary_keys = ("cloudId", "id")
     replication_key = None
+    activates_versions = True
     required_scopes = GROUP_SCOPES
     permission_hint = "the 'Can use' global permission and a group scope"
     page_size = 200
@@ -47,6 +48,7 @@ class GroupMembersStream(ConfluenceStream):
     path = "/wiki/rest/api/group/{groupId}/membersByGroupId"
     primary_keys = ("cloudId", "groupId", "accountId")
     replication_key = None
+    activates_versions = True
     parent_stream_type = GroupsStream
     required_scopes = MEMBER_SCOPES
     permission_hint = "the 'Can use' global permission and a group scope"

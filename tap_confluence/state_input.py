@@ -1,4 +1,10 @@
-"""Check the --state file before the SDK reads it: one sentence for anything it cannot use."""
+"""Check the --state file before the SDK reads it: one sentence for anything it cannot use.
+
+Three forms are states: the Singer state itself (``{"bookmarks": ...}``), Meltano's wrapper
+(``{"singer_state": ...}``, what ``meltano state get`` prints) and a STATE message line
+(``{"type": "STATE", "value": ...}``). Anything else is refused, never read as "no state": that
+would silently re-read every stream from start_date.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import typing as t
 
 from tap_confluence.errors import TapUserError
 
-_FIX = "pass the last STATE message the tap emitted, or no state for a full run."
+_FIX = (
+    "pass what `meltano state get <state ID>` prints (its singer_state is unwrapped), the "
+    "tap's last STATE message or its value, or no --state at all for a full read."
+)
 
 
 def _fail(what: str) -> t.NoReturn:
@@ -30,14 +39,31 @@ def _check_bookmark(stream: str, value: t.Any) -> None:
         _fail(f"bookmark of {stream} is {value[:40]} in the future, so nothing would be read")
 
 
+def _unwrap(state: t.Any) -> t.Any:
+    """Take the Singer state out of Meltano's wrapper or a STATE message; else return as is."""
+    if not isinstance(state, dict):
+        return state
+    if set(state) == {"singer_state"}:
+        return state["singer_state"]
+    if state.get("type") == "STATE" and "bookmarks" not in state:
+        return state.get("value")
+    return state
+
+
+def _is_state(state: t.Any) -> bool:
+    """Tell a Singer state (it has bookmarks; an empty object has none: a full read)."""
+    return isinstance(state, dict) and ("bookmarks" in state or state == {})
+
+
 def parse_state(text: str) -> dict[str, t.Any]:
     """Parse state text; raise TapUserError unless it is a usable Singer state object."""
     try:
-        state = json.loads(text)
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         _fail(f"file is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
-    if not isinstance(state, dict):
-        _fail(f"must be a JSON object with 'bookmarks', not a {type(state).__name__}")
+    state = _unwrap(raw)
+    if not _is_state(state):
+        _fail(f"file is not a Singer state (it holds {_describe(raw)})")
     bookmarks = state.get("bookmarks", {})
     if not isinstance(bookmarks, dict):
         _fail("'bookmarks' must be an object keyed by stream name")
@@ -50,4 +76,18 @@ def parse_state(text: str) -> dict[str, t.Any]:
             _fail(f"partitions of {stream} must be a list of objects")
         for partition in partitions:
             _check_bookmark(stream, partition.get("replication_key_value"))
-    return state
+    return t.cast("dict[str, t.Any]", state)
+
+
+def _describe(raw: t.Any) -> str:
+    """Say in a few words what the file holds instead of a state (never its values)."""
+    if not isinstance(raw, dict):
+        return f"a JSON {type(raw).__name__}"
+    if raw.get("type") == "STATE":
+        return "a STATE message whose value has no 'bookmarks'"
+    if "singer_state" in raw:
+        return "a singer_state without 'bookmarks'"
+    if isinstance(raw.get("type"), str):
+        return f"a {raw['type'][:20]} message"
+    keys = ", ".join(sorted(str(k)[:30] for k in raw)[:5])
+    return f"an object with {keys}" if keys else "an empty object"

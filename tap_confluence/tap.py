@@ -15,12 +15,19 @@ import requests
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
 from tap_confluence.activity import UserActivityStream, check_admin_settings
 from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.config import AuthMode, AuthPlan, check_secret_types, resolve_auth
+from tap_confluence.config import (
+    AuthMode,
+    AuthPlan,
+    check_secret_types,
+    config_error_sentence,
+    resolve_auth,
+    settings_warnings,
+)
 from tap_confluence.errors import RunHaltedError, Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
@@ -52,7 +59,8 @@ STREAM_TYPES: tuple[type[ConfluenceStream], ...] = (
 
 
 class TapConfluence(Tap):
-    """Extracts users, groups, licence seats and audit records from Confluence Cloud."""
+    # --about shows this docstring as the tap's description, so it stays one line.
+    """Confluence Cloud: users, groups, group_members, license_subscriptions, audit_records and user_activity."""  # noqa: E501
 
     name = "tap-confluence"
     message_writer_class = BlockWriter
@@ -85,7 +93,7 @@ class TapConfluence(Tap):
             description="OAuth refresh token seeding the token store; a new value wins.",
         ),
         th.Property(
-            "email", th.StringType, description="Atlassian account email for API-token auth."
+            "email", th.EmailType, description="Atlassian account email for API-token auth."
         ),
         th.Property(
             "api_token",
@@ -151,6 +159,15 @@ class TapConfluence(Tap):
             description="Longest wait before a retry, however long Retry-After asks for.",
         ),
         th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=8,
+            description=(
+                "Tries for a request that fails with a 5xx, a reset or a cut body (429s within "
+                "max_retry_wait_seconds have their own 20)."
+            ),
+        ),
+        th.Property(
             "audit_concurrency",
             th.IntegerType,
             default=5,
@@ -183,6 +200,16 @@ class TapConfluence(Tap):
                 "Fail the run, instead of warning, when search/user stops at its 10,000-user cap."
             ),
         ),
+        th.Property(
+            "emit_activate_version_messages",
+            th.BooleanType,
+            default=True,
+            description=(
+                "Send ACTIVATE_VERSION after a complete read of users, groups and "
+                "group_members, so the target soft-deletes rows gone from the site "
+                "(never for license_subscriptions, whose history stays)."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -197,6 +224,8 @@ class TapConfluence(Tap):
         self._halted: str | None = None
         self._halt_lock = threading.Lock()
         if kwargs.get("validate_config", True):
+            for warning in settings_warnings(self.config, self.config_jsonschema["properties"]):
+                self.logger.warning("%s", warning)
             self._plan: AuthPlan | None = resolve_auth(self.config)
             check_admin_settings(self.config)
             check_store_settings(self.config)
@@ -436,6 +465,18 @@ class TapConfluence(Tap):
             raise TapUserError(msg)
 
     @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """Run the SDK's --test; a bad config ends it with its sentence, not a traceback."""
+        try:
+            super().cb_test(ctx, param, value)
+        except ConfigValidationError as exc:
+            cls.logger.error("%s", config_error_sentence(exc))  # noqa: TRY400
+            ctx.exit(1)
+        except TapUserError as exc:
+            cls.logger.error("%s", exc)  # noqa: TRY400
+            ctx.exit(1)
+
+    @classmethod
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run the tap; a user-facing error ends it with its one sentence and exit code 1."""
         # Records are trees of dicts and lists without cycles, made by the thousand per page,
@@ -449,6 +490,11 @@ class TapConfluence(Tap):
                 # The SDK would crash on unusable state; check it and say what is wrong.
                 kwargs["state"] = io.StringIO(json.dumps(parse_state(state.read())))
             super().invoke(*args, **kwargs)
+        except ConfigValidationError as exc:
+            # Caught here, not by the SDK's command, so that the sentence is the last line on
+            # stderr (what `meltano config test` and orchestrators show), not its summary.
+            cls.logger.error("%s", config_error_sentence(exc))  # noqa: TRY400
+            raise click.exceptions.Exit(1) from None
         except TapUserError as exc:
             cls.logger.error("%s", exc)  # noqa: TRY400
             raise click.exceptions.Exit(1) from None

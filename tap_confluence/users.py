@@ -93,6 +93,7 @@ class UsersStream(ConfluenceStream):
     path = SEARCH_USER_PATH
     primary_keys = ("cloudId", "accountId")
     replication_key = None
+    activates_versions = True
     required_scopes = (CONTENT_SCOPE,)
     permission_hint = "the 'Can use' global permission (and the read:content-details scope)"
     page_size = SEARCH_USER_LIMIT
@@ -140,6 +141,7 @@ class UsersStream(ConfluenceStream):
                     tag,
                 )
             if search.reached_cap:
+                self.mark_incomplete()
                 self._at_cap(tag)
 
     def _at_cap(self, tag: str) -> None:

@@ -123,3 +123,35 @@ def test_cli_prints_one_error_line_and_no_traceback(tmp_path, config, expected):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "| ERROR" in line]
     assert any(expected in line for line in errors), proc.stderr
+
+
+CLASSIC = {"site_url": "https://acme.atlassian.net", **TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("config", "stray", "needs"),
+    [
+        # Classic token complete, plus one OAuth setting.
+        ({**CLASSIC, "client_secret": "fake-client-secret"}, "client_secret", "client_id"),
+        ({**CLASSIC, "refresh_token": "fake-refresh-token-seed"}, "refresh_token", "client_id"),
+        # Scoped token complete, plus two OAuth settings.
+        (
+            {"cloud_id": CLOUD, **TOKEN, "client_id": "x", "refresh_token": "fake-refresh-1"},
+            "client_id and refresh_token",
+            "client_secret",
+        ),
+        # OAuth complete, plus half of the API token.
+        ({**OAUTH, "api_token": "fake-tok-1234"}, "api_token", "email"),
+        ({**OAUTH, "email": "a@example.com"}, "email", "api_token"),
+    ],
+)
+def test_complete_credentials_plus_a_stray_setting_name_the_stray_setting(config, stray, needs):
+    with pytest.raises(ConfigValidationError) as info:
+        resolve_auth(config)
+    message = str(info.value)
+    assert f"{stray} {'are' if ' and ' in stray else 'is'} set too" in message, message
+    assert needs in message
+    # Never the claim that the complete method lacks something.
+    assert "or set email and api_token" not in message
+    assert not message.startswith("OAuth needs")
+    assert message.count(". ") == 0, "one sentence"

@@ -27,6 +27,7 @@ _STORE_URL_HELP = (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tap-confluence", prog_name="tap-confluence-auth")
 @click.option(
     "--env-prefix",
     default=DEFAULT_ENV_PREFIX,

@@ -11,16 +11,20 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# Settings every SDK tap has; Meltano knows them from the capabilities, not the settings list.
-SDK_BUILTIN = {
-    "stream_maps",
-    "stream_map_config",
-    "faker_config",
-    "flattening_enabled",
-    "flattening_max_depth",
-    "flattening_max_key_length",
-    "flattening_separator",
-    "batch_config",
+# Meltano setting kinds for JSON Schema types (a string's format refines its kind).
+KINDS = {
+    "string": "string",
+    "integer": "integer",
+    "number": "decimal",
+    "boolean": "boolean",
+    "object": "object",
+    "array": "array",
+}
+STRING_FORMATS = {"date-time": "date_iso8601", "email": "email"}
+# Defaults only a Meltano project can give, each for a reason.
+MELTANO_ONLY_VALUES = {
+    # One token file per plugin instance, named after it (the tap alone has no project root).
+    "token_store_path": "$MELTANO_PROJECT_ROOT/.meltano/tokens/$MELTANO_EXTRACTOR_NAME.json",
 }
 
 
@@ -42,10 +46,45 @@ def plugin(kind: str, name: str) -> dict:
     return next(p for p in meltano_yml()["plugins"][kind] if p["name"] == name)
 
 
+def meltano_kind(prop: dict) -> str:
+    """The Meltano kind a setting of this JSON Schema must have."""
+    types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+    (json_type,) = [x for x in types if x != "null"]
+    if json_type == "string" and "enum" in prop:
+        return "options"
+    if json_type == "string" and prop.get("format") in STRING_FORMATS:
+        return STRING_FORMATS[prop["format"]]
+    return KINDS[json_type]
+
+
 def test_meltano_yml_declares_every_tap_setting_and_only_those():
     props = about()["settings"]["properties"]
     declared = {s["name"] for s in plugin("extractors", "tap-confluence")["settings"]}
-    assert declared == set(props) - SDK_BUILTIN
+    # The SDK's own settings (stream maps, flattening, batch, faker) included: Meltano
+    # refuses to `config set` a setting it does not know, and passes it untyped.
+    assert sorted(set(props) - declared) == [], "the tap has them, meltano.yml does not"
+    assert sorted(declared - set(props)) == [], "meltano.yml has them, the tap does not"
+
+
+def test_meltano_yml_gives_every_setting_the_kind_of_the_taps_schema():
+    props = about()["settings"]["properties"]
+    for setting in plugin("extractors", "tap-confluence")["settings"]:
+        name = setting["name"]
+        # Meltano's kind defaults to string.
+        assert setting.get("kind", "string") == meltano_kind(props[name]), name
+
+
+def test_meltano_yml_defaults_are_the_taps_defaults():
+    props = about()["settings"]["properties"]
+    for setting in plugin("extractors", "tap-confluence")["settings"]:
+        name = setting["name"]
+        expected = MELTANO_ONLY_VALUES.get(name, props[name].get("default"))
+        assert setting.get("value") == expected, name
+
+
+def test_meltano_yml_capabilities_are_the_taps():
+    declared = set(plugin("extractors", "tap-confluence")["capabilities"])
+    assert declared == set(about()["capabilities"])
 
 
 def test_meltano_yml_marks_exactly_the_tap_secrets_sensitive():
@@ -131,3 +170,58 @@ def test_readme_opens_with_the_demo_and_test_commands_and_ci_runs_the_test_one()
     assert commands == ["./scripts/demo", "./scripts/test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^\./scripts/test\s*$", ci, re.M)
+
+
+HUB_FILE = REPO / "plugins" / "extractors" / "tap-confluence.yml"
+
+
+def hub_definition() -> dict:
+    return yaml.safe_load(HUB_FILE.read_text())
+
+
+def test_hub_definition_declares_what_meltano_yml_declares():
+    hub, tap = hub_definition(), plugin("extractors", "tap-confluence")
+    for key in (
+        "name",
+        "namespace",
+        "executable",
+        "capabilities",
+        "settings_group_validation",
+        "settings",
+        "commands",
+    ):
+        assert hub[key] == tap[key], key
+
+
+def test_hub_definition_installs_a_published_package_not_this_checkout():
+    pip_url = hub_definition()["pip_url"]
+    assert not pip_url.startswith("-e"), pip_url
+    assert pip_url.split("==")[0] == "tap-confluence" or pip_url.startswith("git+https://")
+
+
+def test_readme_tells_an_existing_project_how_to_add_the_tap_from_the_definition():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"^meltano add --from-ref (\S+) tap-confluence\s*$", readme, re.M)
+    assert commands, "no `meltano add --from-ref ... tap-confluence` in the README"
+    assert any(c.endswith("plugins/extractors/tap-confluence.yml") for c in commands), commands
+
+
+def test_readme_state_clear_commands_carry_force():
+    readme = (REPO / "README.md").read_text()
+    clears = re.findall(r"^meltano state clear\b.*$", readme, re.M)
+    assert clears, "the README no longer shows how to clear state"
+    assert all("--force" in line for line in clears), clears
+
+
+def test_readme_says_what_an_unset_start_date_reads():
+    readme = (REPO / "README.md").read_text()
+    section = re.search(r"\*\*Without `start_date`\*\*(.*?)\n\n", readme, re.S)
+    assert section, "the README does not say what a run without start_date reads"
+    for stream in ("audit_records", "user_activity", "users", "license_subscriptions"):
+        assert stream in section.group(1), stream
+    assert "retention" in section.group(1)
+
+
+def test_readme_names_the_log_level_variable():
+    readme = (REPO / "README.md").read_text()
+    assert "TAP_CONFLUENCE_LOGLEVEL" in readme

@@ -122,6 +122,14 @@ def _last_active(sim: Simulator, body: Body, post: bool) -> Any:
     return {"account_id": body["account_id"], "last_active": date}
 
 
+def _remove_user(sim: Simulator, body: Body, post: bool) -> Any:
+    user = _user_index(sim, body)
+    if user is None:
+        raise ValueError("users/remove needs the account_id of the user")
+    sim.data.remove_user(user)
+    return {"removed": body["account_id"]}
+
+
 def _config(sim: Simulator, body: Body, post: bool) -> Any:
     if "token_ttl" in body:
         sim.tokens.token_ttl = int(body["token_ttl"])
@@ -234,6 +242,7 @@ ACTIONS: dict[str, Callable[[Simulator, Body, bool], Any]] = {
     "/strict": _strict,
     "/quota/reset": _quota_reset,
     "/admin/last-active": _last_active,
+    "/users/remove": _remove_user,
     "/tokens": lambda sim, body, post: sim.tokens.listing(),
     "/config": _config,
     "/clock": _clock,

@@ -61,6 +61,8 @@ class Dataset(AuditMixin):
     extras_version: int = 0
     #: Last active dates set through the control API (user index -> YYYY-MM-DD).
     last_active_overrides: dict[int, str] = field(default_factory=dict)
+    #: Users removed from the site through the control API (user indexes).
+    removed: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -164,18 +166,31 @@ class Dataset(AuditMixin):
     def search_user_indexes(self, permission_filter: str) -> range | list[int]:
         """Return the user indexes search/user lists for a sitePermissionTypeFilter."""
         if permission_filter == "externalCollaborator":
-            return range(self.opts.users, self.n_total)
-        if permission_filter == "all":
-            return range(self.n_total)
-        return range(self.opts.users)
+            pool = range(self.opts.users, self.n_total)
+        elif permission_filter == "all":
+            pool = range(self.n_total)
+        else:
+            pool = range(self.opts.users)
+        return [i for i in pool if i not in self.removed] if self.removed else pool
 
     def licensed_active(self) -> int:
         """Count licensed users holding a seat (active, not guests, not apps)."""
         return sum(
             1
             for i in range(self.opts.users)
-            if self.account_status(i) == "active" and self.user_core(i)["accountType"] != "app"
+            if self.account_status(i) == "active"
+            and self.user_core(i)["accountType"] != "app"
+            and i not in self.removed
         )
+
+    def remove_user(self, i: int) -> None:
+        """Remove user i from the site, as an admin does: out of user search, groups and seats.
+
+        The Atlassian account lives on (user/bulk and audit records still know it).
+        """
+        with self.lock:
+            self.removed.add(i)
+            self.members = [[m for m in group if m != i] for group in self.members]
 
     def last_active_date(self, i: int) -> str | None:
         """Return the Admin API's last active date for user i, or None if never active."""
