@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = re.compile(r"METRIC: (\{.*\})")

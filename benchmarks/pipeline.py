@@ -24,7 +24,7 @@ from benchmarks.harness import (
     start_simulator,
     tap_argv,
 )
-from tests.e2e.pg import ThrowawayPostgres
+from simulator.postgres import ThrowawayPostgres
 
 PLUGIN_VENV = REPO / ".meltano" / "loaders" / "target-postgres" / "venv"
 OWN_VENV = REPO / ".tools" / "bench-target-postgres"

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 

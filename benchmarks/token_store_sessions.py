@@ -1,7 +1,7 @@
 """What one token-store session costs: file (plain, sealed) against PostgreSQL (sealed).
 
 A session is what a refresh pays on top of the HTTP call: lock, read, decode, encode, write
-durably, unlock. Runs against a throwaway PostgreSQL on loopback (tests/e2e/pg.py).
+durably, unlock. Runs against a throwaway PostgreSQL on loopback (simulator/postgres.py).
 
     .venv/bin/python -m benchmarks.token_store_sessions [--sessions 200]
 """
@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from simulator.postgres import ThrowawayPostgres
 from tap_confluence.crypto import new_key
 from tap_confluence.token_store import TokenRecord, open_store, seed_fingerprint
-from tests.e2e.pg import ThrowawayPostgres
 
 
 def _record(i: int) -> TokenRecord:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
+from simulator.process import ALL_SCOPES, SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"

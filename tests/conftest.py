@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "tap_confluence.auth_cli"]

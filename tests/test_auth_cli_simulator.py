@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 SCOPES = "read:audit-log:confluence read:configuration:confluence offline_access"
 

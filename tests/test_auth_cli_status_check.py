@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from simulator.auth import SEED_SCOPES
 from tap_confluence.auth_cli.callback import redirect_target
 from tap_confluence.auth_cli.common import AuthCliError, parse_scopes, site_root
 from tap_confluence.token_store import FileTokenStore, TokenRecord, seed_fingerprint
-from tests.simulator.auth import SEED_SCOPES
 from tests.test_auth_cli_helpers import clean_env, run_cli
 
 NOW = dt.datetime.now(dt.UTC)

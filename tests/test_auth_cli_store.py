@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from simulator.auth import SEED_SCOPES
 from tap_confluence.config import AuthMode, resolve_auth
 from tap_confluence.token_store import (
     FileTokenStore,
@@ -13,7 +14,6 @@ from tap_confluence.token_store import (
     seed_fingerprint,
     store_files,
 )
-from tests.simulator.auth import SEED_SCOPES
 from tests.test_tap_helpers import run_tap
 
 SMALL = {"users": 4, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}

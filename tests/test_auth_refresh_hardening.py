@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from simulator.auth import SEED_SCOPES
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.errors import Secrets, TapUserError
 from tap_confluence.token_store import FileTokenStore, TokenRecord, seed_fingerprint
-from tests.simulator.auth import SEED_SCOPES
 from tests.test_tap_helpers import run_tap
 
 SEED = "fake-refresh-token-seed-hardening"

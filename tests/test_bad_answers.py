@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simulator.fixture import ALL_SCOPES
+from simulator.process import ALL_SCOPES
 from tests.test_tap_helpers import run_tap
 
 DATA = {"users": 20, "guests": 2, "groups": 3, "audit_records": 300, "content": 30}

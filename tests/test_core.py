@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from singer_sdk.testing import SuiteConfig, TapTestRunner, get_tap_test_class
 
+from simulator.process import SimulatorProcess
 from tap_confluence.tap import TapConfluence
-from tests.simulator.fixture import SimulatorProcess
 
 GROUP_SCOPES = [
     "read:content-details:confluence",

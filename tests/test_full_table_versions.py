@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.reliability.harness import select_streams
-from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
 from tests.test_tap_helpers import TapRun, run_tap
 
 VERSIONED = ("users", "groups", "group_members")

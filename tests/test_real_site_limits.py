@@ -1,7 +1,7 @@
 """Against a simulator as unkind as Atlassian's docs allow, every stream delivers what it
 delivers against the lenient one (or, for a spent quota, the next run delivers the rest).
 
-Each strict switch lives in tests/simulator/strict.py; the behaviours and their sources are
+Each strict switch lives in simulator/strict.py; the behaviours and their sources are
 listed in the README's "Atlassian's limits".
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.test_tap_helpers import TapRun, run_tap
 
 DATA = {"users": 60, "guests": 5, "groups": 6, "audit_records": 2503, "content": 120}

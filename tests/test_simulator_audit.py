@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 

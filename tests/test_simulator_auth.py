@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.simulator.fixture import SimulatorProcess, refresh
+from simulator.process import SimulatorProcess, refresh
 
 ADMIN = "admin@example.com"
 

@@ -9,12 +9,12 @@ import sys
 
 import requests
 
-from tests.simulator.fixture import REPO_ROOT, SimulatorProcess, refresh
+from simulator.process import REPO_ROOT, SimulatorProcess, refresh
 
 
 def test_command_line_prints_ready_and_serves():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.simulator", "--port", "0", "--users", "5"],
+        [sys.executable, "-m", "simulator", "--port", "0", "--users", "5"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -33,7 +33,7 @@ def test_command_line_prints_ready_and_serves():
 
 def test_bad_fault_option_fails_with_one_sentence():
     r = subprocess.run(
-        [sys.executable, "-m", "tests.simulator", "--port", "0", "--rate-limit-every", "x"],
+        [sys.executable, "-m", "simulator", "--port", "0", "--rate-limit-every", "x"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -91,7 +91,7 @@ def test_faults_can_be_set_and_cleared_at_run_time(simulator: SimulatorProcess):
 def test_benchmark_script_reads_the_whole_log(tmp_path):
     # The benchmark's figures are only worth something if it really reads every record.
     r = subprocess.run(
-        [sys.executable, "-m", "tests.simulator.bench", "--records", "2345"],
+        [sys.executable, "-m", "simulator.bench", "--records", "2345"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def test_site_url_option_sets_the_links_clients_must_rebase(simulator_factory):
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tests.simulator", *args],
+        [sys.executable, "-m", "simulator", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

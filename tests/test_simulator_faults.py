@@ -8,8 +8,8 @@ import socket
 import pytest
 import requests
 
-from tests.simulator.faults import HUGE_RETRY_AFTER
-from tests.simulator.fixture import SimulatorProcess, refresh
+from simulator.faults import HUGE_RETRY_AFTER
+from simulator.process import SimulatorProcess, refresh
 
 # requests reports a reset before the headers as ConnectionError, after them as
 # ChunkedEncodingError.

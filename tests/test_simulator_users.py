@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from tests.simulator.fixture import SimulatorProcess, refresh
+from simulator.process import SimulatorProcess, refresh
 
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 

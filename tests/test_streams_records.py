@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 from tests.test_tap_helpers import run_tap
 
 GROUP_GRANT = [

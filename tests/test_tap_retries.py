@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 from tests.test_tap_helpers import run_tap
 
 SMALL = {"users": 30, "guests": 4, "groups": 5, "audit_records": 2_500}

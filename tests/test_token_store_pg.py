@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
+from simulator.postgres import free_port
 from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.crypto import new_key
 from tap_confluence.errors import Secrets
@@ -22,7 +23,6 @@ from tap_confluence.token_store import (
 )
 from tap_confluence.token_store_pg import TABLE, PostgresTokenStore, safe_location
 from tests.e2e.conftest import postgres  # noqa: F401  (the session's throwaway server)
-from tests.e2e.pg import free_port
 
 KEY = new_key()
 EXPIRES_AT = time.time() + 3600

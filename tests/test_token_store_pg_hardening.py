@@ -1,6 +1,6 @@
 """The PostgreSQL token store against a strict server, edited rows and a planted table.
 
-A real throwaway PostgreSQL (tests/e2e/pg.py) and a tiny loopback token server; nothing is
+A real throwaway PostgreSQL (simulator/postgres.py) and a tiny loopback token server; nothing is
 mocked.
 """
 

@@ -12,10 +12,10 @@ import json
 import psycopg
 import pytest
 
+from simulator.auth import SEED_SCOPES
 from tap_confluence.token_store import TokenStoreError
 from tap_confluence.token_store_pg import TABLE
 from tests.e2e.conftest import postgres  # noqa: F401  (the session's throwaway server)
-from tests.simulator.auth import SEED_SCOPES
 from tests.test_tap_helpers import run_tap
 from tests.test_token_store_pg_hardening import _auth, _store, token_server, url  # noqa: F401
 

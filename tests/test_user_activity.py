@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 from tests.test_tap_helpers import TapRun, run_tap, run_tap_until_states
 
 CLASSIC = ("admin@example.com", "fake-classic-api-token")

@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 import requests
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 ORG_KEY = {"Authorization": "Bearer fake-org-api-key"}

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 
+from simulator.process import SimulatorProcess
+
 # The e2e fixtures: a throwaway PostgreSQL, the Meltano project, a fresh database per module.
 from tests.e2e.conftest import (  # noqa: F401
     PipelineSite,
@@ -25,7 +27,6 @@ from tests.e2e.conftest import (  # noqa: F401
     postgres,
     tap_env,
 )
-from tests.simulator.fixture import SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

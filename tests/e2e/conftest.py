@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.pg import PostgresUnavailableError, ThrowawayPostgres
-from tests.simulator.fixture import SimulatorProcess
+from simulator.postgres import PostgresUnavailableError, ThrowawayPostgres
+from simulator.process import SimulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 MELTANO = REPO / ".tools" / "meltano" / "bin" / "meltano"

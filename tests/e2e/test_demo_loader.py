@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from simulator.data import DataOptions, Dataset
+from simulator.process import ALL_SCOPES
 from tests.e2e.conftest import (
     REPO,
     SEED,
@@ -17,8 +19,6 @@ from tests.e2e.conftest import (
     site_config,
     tap_env,
 )
-from tests.simulator.data import DataOptions, Dataset
-from tests.simulator.fixture import ALL_SCOPES
 
 pytestmark = pytest.mark.slow
 

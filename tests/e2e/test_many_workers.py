@@ -28,10 +28,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from simulator.postgres import ThrowawayPostgres
 from tap_confluence.crypto import new_key
 from tap_confluence.token_store_pg import TABLE
 from tests.e2e.conftest import MeltanoProject, site_config, tap_env
-from tests.e2e.pg import ThrowawayPostgres
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +218,7 @@ def many_workers(
 
 @pytest.fixture(scope="module")
 def simulator_factory_module(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.simulator.fixture import SimulatorProcess
+    from simulator.process import SimulatorProcess
 
     started: list[SimulatorProcess] = []
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.e2e.conftest import (
     REPO,
     SITE_A_CLOUD_ID,
@@ -29,7 +30,6 @@ from tests.e2e.conftest import (
     site_config,
     tap_env,
 )
-from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from simulator.data import DataOptions, Dataset
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.e2e.conftest import (
     SEED,
     SITE_A_CLOUD_ID,
@@ -25,8 +27,6 @@ from tests.e2e.conftest import (
     site_config,
     tap_env,
 )
-from tests.simulator.data import DataOptions, Dataset
-from tests.simulator.fixture import ALL_SCOPES, SimulatorProcess
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import FIGURES, LEAKS
-from tests.simulator.fixture import SimulatorProcess
 
 FIGURES_PATH = Path(__file__).with_name("last-figures.json")
 

@@ -26,8 +26,8 @@ from typing import Any
 import click
 from singer_sdk.logging import ConsoleFormatter
 
+from simulator.process import REPO_ROOT, SimulatorProcess
 from tap_confluence.tap import TapConfluence
-from tests.simulator.fixture import REPO_ROOT, SimulatorProcess
 
 _RUN_IDS = itertools.count(1)
 _INPROCESS_LOCK = threading.Lock()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.process import REPO_ROOT
 from tests.reliability.harness import (
     FIGURES,
     Run,
@@ -29,7 +30,6 @@ from tests.reliability.harness import (
     tap_env,
     write_inputs,
 )
-from tests.simulator.fixture import REPO_ROOT
 
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 10}
 FILE_SIZE_LIMIT = 256

@@ -1,4 +1,4 @@
-"""Measure how fast the simulator serves audit records: `python -m tests.simulator.bench`.
+"""Measure how fast the simulator serves audit records: `python -m simulator.bench`.
 
 Starts a server with 1,000,000 audit records, then pages through all of them with one
 keep-alive session (1000 a page), as the tap does; prints startup time and records/s for a
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from tests.simulator.fixture import SimulatorProcess
+from simulator.process import SimulatorProcess
 
 SIZE = re.compile(rb'"size":(\d+)')
 CLASSIC = ("admin@example.com", "fake-classic-api-token")

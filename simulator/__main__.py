@@ -1,4 +1,4 @@
-"""Command line: `python -m tests.simulator --port N [options]` prints `READY <url>` and serves."""
+"""Command line: `python -m simulator --port N [options]` prints `READY <url>` and serves."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import sys
 from dataclasses import fields
 
-from tests.simulator.auth import Credentials
-from tests.simulator.data import DataOptions, parse_when
-from tests.simulator.faults import FaultConfig
-from tests.simulator.server import Simulator, make_server
-from tests.simulator.strict import Strictness
+from simulator.auth import Credentials
+from simulator.data import DataOptions, parse_when
+from simulator.faults import FaultConfig
+from simulator.server import Simulator, make_server
+from simulator.strict import Strictness
 
 FAULT_HELP = {
     "rate_limit_every": "answer every Nth request with 429",
@@ -35,7 +35,7 @@ FAULT_HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (data sizes, credentials, token lifetimes, faults)."""
-    p = argparse.ArgumentParser(prog="python -m tests.simulator", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--verbose", action="store_true", help="log each request on stderr")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as unkind as Atlassian's docs allow: page caps, no search/user next links, CQL "
         "in UTC-7, licence endpoints gone, v1 user/bulk gone, 504 on big pages, real user "
-        "fields, CAPTCHA after 3 failed logins (tests/simulator/strict.py)",
+        "fields, CAPTCHA after 3 failed logins (simulator/strict.py)",
     )
     p.add_argument(
         "--strict-json",

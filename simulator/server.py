@@ -16,12 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.simulator import admin, confluence, control, oauth
-from tests.simulator.auth import SEED_SCOPES, Credentials, Principal, TokenStore, parse_basic
-from tests.simulator.data import DataOptions, Dataset
-from tests.simulator.faults import Decision, FaultConfig, FaultInjector
-from tests.simulator.strict import LIST_ROUTES, Quota, Strictness
-from tests.simulator.web import (
+from simulator import admin, confluence, control, oauth
+from simulator.auth import SEED_SCOPES, Credentials, Principal, TokenStore, parse_basic
+from simulator.data import DataOptions, Dataset
+from simulator.faults import Decision, FaultConfig, FaultInjector
+from simulator.strict import LIST_ROUTES, Quota, Strictness
+from simulator.web import (
     HTTPError,
     Request,
     Response,

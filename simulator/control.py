@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tests.simulator.faults import FaultConfig
-from tests.simulator.strict import Strictness
-from tests.simulator.web import (
+from simulator.faults import FaultConfig
+from simulator.strict import Strictness
+from simulator.web import (
     HTTPError,
     Request,
     Response,
@@ -20,7 +20,7 @@ from tests.simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from tests.simulator.server import Simulator
+    from simulator.server import Simulator
 
 Body = dict[str, Any]
 

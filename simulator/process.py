@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.simulator.auth import Credentials
+from simulator.auth import Credentials
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
 MODES = ("oauth", "scoped_token", "classic_token", "oauth_plus_token")
 #: Every scope the tap can use, so that a grant of these extracts groups and memberships too.
@@ -39,7 +39,7 @@ class SimulatorProcess:
         self.creds = Credentials(
             **{k: str(options[k]) for k in Credentials.__dataclass_fields__ if k in options}
         )
-        args = [sys.executable, "-m", "tests.simulator", "--port", "0"]
+        args = [sys.executable, "-m", "simulator", "--port", "0"]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
             if value is True:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from tests.simulator.web import HTTPError, Request, Response, gateway_error, json_response
+from simulator.web import HTTPError, Request, Response, gateway_error, json_response
 
 if TYPE_CHECKING:
-    from tests.simulator.server import Simulator
+    from simulator.server import Simulator
 
 
 def token(sim: Simulator, req: Request) -> Response:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from tests.simulator.hashing import strings
-from tests.simulator.vocab import EVENTS, SPACES
+from simulator.hashing import strings
+from simulator.vocab import EVENTS, SPACES
 
 if TYPE_CHECKING:
-    from tests.simulator.data import DataOptions
+    from simulator.data import DataOptions
 
 
 @dataclass

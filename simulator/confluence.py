@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tests.simulator.data import iso_ms
-from tests.simulator.search import content_search
-from tests.simulator.users_view import user_view
-from tests.simulator.web import (
+from simulator.data import iso_ms
+from simulator.search import content_search
+from simulator.users_view import user_view
+from simulator.web import (
     HTTPError,
     Request,
     Response,
@@ -25,7 +25,7 @@ from tests.simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from tests.simulator.server import Simulator
+    from simulator.server import Simulator
 
 SEARCH_USER_CAP = 10_000
 USER_LIMIT = 200

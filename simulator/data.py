@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from tests.simulator.audit_log import AuditMixin, Extra
-from tests.simulator.hashing import mix
-from tests.simulator.vocab import CONTENT_TYPES, EMOJI, FIRST, LAST, SPACES, TIMEZONES
+from simulator.audit_log import AuditMixin, Extra
+from simulator.hashing import mix
+from simulator.vocab import CONTENT_TYPES, EMOJI, FIRST, LAST, SPACES, TIMEZONES
 
 
 def iso_ms(ms: int) -> str:

@@ -7,10 +7,10 @@ import json
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from tests.simulator import cql
-from tests.simulator.data import iso_ms
-from tests.simulator.users_view import user_view
-from tests.simulator.web import (
+from simulator import cql
+from simulator.data import iso_ms
+from simulator.users_view import user_view
+from simulator.web import (
     HTTPError,
     Request,
     Response,
@@ -22,7 +22,7 @@ from tests.simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from tests.simulator.server import Simulator
+    from simulator.server import Simulator
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 250

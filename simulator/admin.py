@@ -6,10 +6,10 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from tests.simulator.web import HTTPError, Request, Response, gateway_error, json_response
+from simulator.web import HTTPError, Request, Response, gateway_error, json_response
 
 if TYPE_CHECKING:
-    from tests.simulator.server import Simulator
+    from simulator.server import Simulator
 
 LAST_ACTIVE = re.compile(
     r"^/admin/v1/orgs/(?P<org>[^/]+)/directory/users/(?P<account>[^/]+)/last-active-dates$"
