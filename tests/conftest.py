@@ -1,14 +1,23 @@
-"""Shared fixtures: the Confluence Cloud simulator on a free loopback port."""
+"""Every shared fixture: the simulator, a session PostgreSQL and Meltano project, pipelines.
+
+Nothing here skips: when PostgreSQL or Meltano is missing the tests that need them fail and
+say how to install it, so CI can never pass by running none of them.
+"""
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from simulator.postgres import PostgresUnavailableError, ThrowawayPostgres
 from simulator.process import SimulatorProcess
+from tests.support.meltano import MELTANO, REPO, MeltanoProject, PipelineSite
+from tests.support.pg_store import TokenServer
 
 
 @pytest.fixture
@@ -30,3 +39,98 @@ def simulator_factory(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess
 def simulator(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     """A fresh simulator with the default data set."""
     return simulator_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """One PostgreSQL server for the whole session, stopped by the datadir it started."""
+    try:
+        pg = ThrowawayPostgres().start()
+    except PostgresUnavailableError as exc:
+        pytest.fail(f"the pipeline tests need PostgreSQL: {exc}", pytrace=False)
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def start_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start simulators as processes (`start_simulator(seed=42, ...)`); all stop at session end."""
+    started: list[SimulatorProcess] = []
+
+    def start(**options: Any) -> SimulatorProcess:
+        sim = SimulatorProcess(tmp_path_factory.mktemp("simulator"), **options)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeltanoProject]:
+    """The repo's meltano.yml in a temporary project, so tests never touch a developer's state."""
+    if not MELTANO.is_file():
+        pytest.fail(
+            f"the pipeline tests need Meltano at {MELTANO.relative_to(REPO)}: "
+            "run ./scripts/setup, which installs it",
+            pytrace=False,
+        )
+    root = tmp_path_factory.mktemp("meltano-project")
+    text = (REPO / "meltano.yml").read_text()
+    # The tap is installed editable from this checkout, so the run exercises this code.
+    text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
+    assert f"-e {REPO}" in text, "meltano.yml no longer installs the tap with `pip_url: -e .`"
+    (root / "meltano.yml").write_text(text)
+    project = MeltanoProject(root)
+    install_dir = tmp_path_factory.mktemp("meltano-install")
+    project.meltano("install", run_dir=install_dir, env={})
+    yield project
+    # The plugin virtualenvs are the bulk of it; uv's cache makes the next install cheap.
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    meltano_project: MeltanoProject,
+    postgres: ThrowawayPostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PipelineSite]:
+    """A fresh database and Meltano system DB, wired to target-postgres, for one test module."""
+    run_dir = tmp_path_factory.mktemp("pipeline")
+    database = f"tap_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(database)
+    env = {
+        "TARGET_POSTGRES_HOST": postgres.host,
+        "TARGET_POSTGRES_PORT": str(postgres.port),
+        "TARGET_POSTGRES_USER": postgres.user,
+        # Trust auth ignores it, but target-postgres insists on having one.
+        "TARGET_POSTGRES_PASSWORD": "not-a-real-password",
+        "TARGET_POSTGRES_DATABASE": database,
+    }
+    site = PipelineSite(meltano_project, postgres, run_dir, database, env)
+    yield site
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def token_db_url(postgres: ThrowawayPostgres) -> str:
+    """A fresh database of the session's PostgreSQL, for one test."""
+    return postgres.create_database(f"tokh_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def token_server() -> Iterator[Any]:
+    """Start loopback token servers (`token_server(delay=...)`); all stop after the test."""
+    started: list[TokenServer] = []
+
+    def start(delay: float = 0.0) -> TokenServer:
+        server = TokenServer(delay)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from simulator.data import DataOptions, Dataset
 from simulator.process import ALL_SCOPES
-from tests.e2e.conftest import (
+from tests.support.meltano import (
     REPO,
     SEED,
     SITE_A_CLOUD_ID,

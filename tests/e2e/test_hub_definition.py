@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FOREIGN_ENV_PREFIXES, MELTANO, REPO
+from tests.support.meltano import FOREIGN_ENV_PREFIXES, MELTANO, REPO
 
 pytestmark = pytest.mark.slow
 

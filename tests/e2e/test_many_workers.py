@@ -31,7 +31,7 @@ import pytest
 from simulator.postgres import ThrowawayPostgres
 from tap_confluence.crypto import new_key
 from tap_confluence.token_store_pg import TABLE
-from tests.e2e.conftest import MeltanoProject, site_config, tap_env
+from tests.support.meltano import MeltanoProject, site_config, tap_env
 
 pytestmark = pytest.mark.slow
 

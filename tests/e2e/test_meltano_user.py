@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from simulator.process import ALL_SCOPES, SimulatorProcess
-from tests.e2e.conftest import (
+from tests.support.meltano import (
     REPO,
     SITE_A_CLOUD_ID,
     MeltanoProject,

@@ -20,7 +20,7 @@ import pytest
 
 from simulator.data import DataOptions, Dataset
 from simulator.process import ALL_SCOPES, SimulatorProcess
-from tests.e2e.conftest import (
+from tests.support.meltano import (
     SEED,
     SITE_A_CLOUD_ID,
     PipelineSite,

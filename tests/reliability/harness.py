@@ -28,6 +28,7 @@ from singer_sdk.logging import ConsoleFormatter
 
 from simulator.process import REPO_ROOT, SimulatorProcess
 from tap_confluence.tap import TapConfluence
+from tests.support.tap_cli import select_streams  # noqa: F401 (the harness hands it on)
 
 _RUN_IDS = itertools.count(1)
 _INPROCESS_LOCK = threading.Lock()
@@ -343,17 +344,6 @@ def kill_after_lines(
 
 def capture_text(buffer: io.StringIO) -> str:
     return buffer.getvalue()
-
-
-def select_streams(catalog: dict[str, Any], names: set[str]) -> dict[str, Any]:
-    """Return a copy of a discovered catalog with only ``names`` selected."""
-    catalog = json.loads(json.dumps(catalog))
-    for entry in catalog["streams"]:
-        chosen = entry["tap_stream_id"] in names
-        for meta in entry["metadata"]:
-            if meta["breadcrumb"] == []:
-                meta["metadata"]["selected"] = chosen
-    return catalog
 
 
 def discover(root: Path, config: dict[str, Any]) -> dict[str, Any]:
