@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from simulator.postgres import ThrowawayPostgres
-from tap_confluence.crypto import new_key
-from tap_confluence.token_store import TokenRecord, open_store, seed_fingerprint
+from tap_confluence.oauth.store.crypto import new_key
+from tap_confluence.oauth.store.location import open_store
+from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
 
 
 def _record(i: int) -> TokenRecord:

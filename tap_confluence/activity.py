@@ -28,11 +28,11 @@ from tap_confluence.activity_ledger import (
 )
 from tap_confluence.audit import AUDIT_SCOPES, iso_to_ms, ms_to_iso
 from tap_confluence.audit_windows import AuditWindowWalker
-from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.client import ConfluenceStream, log_progress_every
-from tap_confluence.config import fail
 from tap_confluence.errors import StreamAccessError
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.paging import CursorPaginator, NextLinkPaginator
+from tap_confluence.settings.rules import check_admin_settings
 from tap_confluence.users import UserSearch
 
 if t.TYPE_CHECKING:
@@ -66,18 +66,6 @@ ADMIN_CHECKPOINT_USERS = 100
 ADMIN_ALL_FORBIDDEN = 20
 #: Pages of one user's last-active dates read at most (there is one product per entry).
 ADMIN_MAX_PAGES = 20
-
-
-def check_admin_settings(config: Mapping[str, t.Any]) -> bool:
-    """Tell whether the admin source is on; one sentence when only half of it is set."""
-    given = [k for k in ("org_id", "org_api_key") if str(config.get(k) or "").strip()]
-    if len(given) == 1:
-        missing = "org_api_key" if given == ["org_id"] else "org_id"
-        fail(
-            f"The Admin API source of user_activity needs {missing} as well as {given[0]}; "
-            "set both (admin.atlassian.com > Settings > API keys) or neither."
-        )
-    return len(given) == 2
 
 
 class _NotInOrganizationError(FatalAPIError):

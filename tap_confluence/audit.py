@@ -16,8 +16,8 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_confluence.activity_ledger import shared_audit_read
 from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
 from tap_confluence.client import ConfluenceStream, log_progress_every, sent_limit
-from tap_confluence.config import AUDIT_CONCURRENCY_RANGE
 from tap_confluence.request_gate import PageSizeGovernor, RequestGate
+from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable

@@ -22,7 +22,6 @@ from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_confluence import schemas
-from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.errors import (
     HostUnreachableError,
     RouteGoneError,
@@ -30,6 +29,7 @@ from tap_confluence.errors import (
     TapUserError,
     UnexpectedAnswerError,
 )
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.output import ShapedRecords
 from tap_confluence.paging import NextLinkPaginator
 from tap_confluence.request_gate import PageSizeGovernor

@@ -17,30 +17,25 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
-from tap_confluence.activity import UserActivityStream, check_admin_settings
+from tap_confluence.activity import UserActivityStream
 from tap_confluence.audit import AuditRecordsStream
-from tap_confluence.auth import AtlassianOAuthAuthenticator
-from tap_confluence.config import (
-    AuthMode,
-    AuthPlan,
-    check_secret_types,
-    config_error_sentence,
-    resolve_auth,
-    settings_warnings,
-)
 from tap_confluence.errors import RunHaltedError, Secrets, StreamAccessError, TapUserError
 from tap_confluence.groups import GroupMembersStream, GroupsStream
 from tap_confluence.license import LicenseSubscriptionsStream
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
+from tap_confluence.oauth.store.location import default_store_dir, open_store, store_path_for
 from tap_confluence.output import BlockWriter
 from tap_confluence.retry import setting_for_url
-from tap_confluence.state_input import parse_state
-from tap_confluence.token_kind import cached_kind, fingerprint, remember_kind
-from tap_confluence.token_store import (
+from tap_confluence.settings.auth import AuthMode, AuthPlan, resolve_auth
+from tap_confluence.settings.rules import (
+    check_admin_settings,
+    check_secret_types,
     check_store_settings,
-    default_store_dir,
-    open_store,
-    store_path_for,
+    config_error_sentence,
+    settings_warnings,
 )
+from tap_confluence.settings.state import parse_state
+from tap_confluence.token_kind import cached_kind, fingerprint, remember_kind
 from tap_confluence.users import UsersStream
 
 if t.TYPE_CHECKING:

@@ -13,12 +13,12 @@ from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
 from tap_confluence.audit import AuditRecordsStream
-from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.auth_cli.common import HTTP_TIMEOUT, AuthCliError, env_setting, error_detail
 from tap_confluence.auth_cli.report import scope_options, uncovered_streams
-from tap_confluence.config import AuthMode
 from tap_confluence.errors import TapUserError
 from tap_confluence.license import LicenseSubscriptionsStream
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
+from tap_confluence.settings.auth import AuthMode
 from tap_confluence.tap import TapConfluence
 
 if t.TYPE_CHECKING:

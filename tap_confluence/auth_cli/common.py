@@ -12,7 +12,7 @@ import click
 import requests
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_confluence.config import check_url
+from tap_confluence.settings.auth import check_url
 
 if t.TYPE_CHECKING:
     from tap_confluence.errors import Secrets

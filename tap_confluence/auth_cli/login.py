@@ -31,16 +31,15 @@ from tap_confluence.auth_cli.common import (
 )
 from tap_confluence.auth_cli.report import print_settings, uncovered_streams
 from tap_confluence.errors import Secrets
-from tap_confluence.token_store import (
+from tap_confluence.oauth.store.location import open_store, store_path_for
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStore,
     TokenStoreError,
     TokenStoreSession,
     check_cloud_id,
-    open_store,
     remember_superseded,
     seed_fingerprint,
-    store_path_for,
 )
 
 

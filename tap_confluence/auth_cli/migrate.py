@@ -10,14 +10,11 @@ import click
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_confluence.auth_cli.common import AuthCliError, env_setting
-from tap_confluence.crypto import new_key
-from tap_confluence.token_store import (
-    FileTokenStore,
-    TokenStoreError,
-    check_store_settings,
-    cipher_setting,
-    store_files,
-)
+from tap_confluence.oauth.store.crypto import new_key
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import store_files
+from tap_confluence.oauth.store.record import TokenStoreError, cipher_setting
+from tap_confluence.settings.rules import check_store_settings
 
 _EPILOG = (
     "Nothing is sent to Atlassian: the same refresh token moves, unspent, and the file is "
@@ -100,7 +97,7 @@ def run_migrate(
 ) -> int:
     """Move every token file at ``path`` into the store at ``url``; return how many moved."""
     # Imported here so that the other commands never load the PostgreSQL driver.
-    from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
+    from tap_confluence.oauth.store.postgres import PostgresTokenStore  # noqa: PLC0415
 
     cipher = cipher_setting(key)
     in_directory = Path(path).expanduser().is_dir()

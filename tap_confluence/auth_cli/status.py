@@ -17,21 +17,20 @@ from tap_confluence.auth_cli.common import (
     site_root,
     unreachable,
 )
-from tap_confluence.token_store import (
-    FileTokenStore,
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import default_store_dir, store_files
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStoreError,
-    check_store_settings,
     cipher_setting,
     decode_record,
-    default_store_dir,
-    store_files,
 )
+from tap_confluence.settings.rules import check_store_settings
 
 if t.TYPE_CHECKING:
     from pathlib import Path
 
-    from tap_confluence.crypto import TokenCipher
+    from tap_confluence.oauth.store.crypto import TokenCipher
 
 #: Atlassian: a refresh token dies 90 days after it was issued if unused, and its family
 #: 365 days after consent however often it rotates.
@@ -166,7 +165,7 @@ def run_status_pg(url: str, key: str | None, now: dt.datetime | None = None) -> 
     """Describe every row of a PostgreSQL token store; 1 if any is unusable or expired."""
     now = now or dt.datetime.now(dt.UTC)
     # Imported here so that the other commands never load the PostgreSQL driver.
-    from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
+    from tap_confluence.oauth.store.postgres import PostgresTokenStore  # noqa: PLC0415
 
     try:
         check_store_settings({"token_store_url": url, "token_store_key": key})

@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import pytest
 import requests
 
-from tap_confluence.crypto import TokenCipher, new_key
-from tap_confluence.token_store import FileTokenStore, TokenRecord, seed_fingerprint
+from tap_confluence.oauth.store.crypto import TokenCipher, new_key
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
 from tests.support.auth_cli import (
     CLI,
     REPO_ROOT,

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
-from tap_confluence.token_store import FileTokenStore, seed_fingerprint
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.record import seed_fingerprint
 from tests.support.auth_cli import (
     CLI,
     REPO_ROOT,

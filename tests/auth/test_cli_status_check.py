@@ -10,7 +10,8 @@ import pytest
 from simulator.auth import SEED_SCOPES
 from tap_confluence.auth_cli.callback import redirect_target
 from tap_confluence.auth_cli.common import AuthCliError, parse_scopes, site_root
-from tap_confluence.token_store import FileTokenStore, TokenRecord, seed_fingerprint
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
 from tests.support.auth_cli import clean_env, run_cli
 
 NOW = dt.datetime.now(dt.UTC)

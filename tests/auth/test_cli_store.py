@@ -7,13 +7,10 @@ import json
 import pytest
 
 from simulator.auth import SEED_SCOPES
-from tap_confluence.config import AuthMode, resolve_auth
-from tap_confluence.token_store import (
-    FileTokenStore,
-    TokenRecord,
-    seed_fingerprint,
-    store_files,
-)
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import store_files
+from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
+from tap_confluence.settings.auth import AuthMode, resolve_auth
 from tests.support.tap_cli import run_tap
 
 SMALL = {"users": 4, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from tap_confluence.crypto import new_key
-from tap_confluence.token_store import (
-    FileTokenStore,
+from tap_confluence.oauth.store.crypto import new_key
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import open_store
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStoreError,
     cipher_setting,
-    open_store,
     seed_fingerprint,
 )
 from tests.support.tap_cli import run_tap

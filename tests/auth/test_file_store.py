@@ -9,13 +9,9 @@ import time
 
 import pytest
 
-from tap_confluence.token_store import (
-    FileTokenStore,
-    TokenRecord,
-    TokenStoreError,
-    seed_fingerprint,
-    store_path_for,
-)
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import store_path_for
+from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
 
 
 def _record(token: str = "fake-rotated-1") -> TokenRecord:  # noqa: S107

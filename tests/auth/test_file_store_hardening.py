@@ -16,14 +16,9 @@ import subprocess
 
 import pytest
 
-from tap_confluence.token_store import (
-    FileTokenStore,
-    TokenRecord,
-    TokenStoreError,
-    open_store,
-    seed_fingerprint,
-    store_path_for,
-)
+from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.oauth.store.location import open_store, store_path_for
+from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
 from tests.support.tap_cli import REPO_ROOT, run_tap, tap_command, write_json
 
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}

@@ -9,9 +9,9 @@ import psycopg
 import pytest
 import requests
 
-from tap_confluence.crypto import new_key
-from tap_confluence.token_store import open_store
-from tap_confluence.token_store_pg import TABLE
+from tap_confluence.oauth.store.crypto import new_key
+from tap_confluence.oauth.store.location import open_store
+from tap_confluence.oauth.store.postgres import TABLE
 from tests.support.auth_cli import (
     clean_env,
     issued_secrets,

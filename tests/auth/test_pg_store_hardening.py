@@ -12,8 +12,8 @@ import uuid
 import psycopg
 import pytest
 
-from tap_confluence.token_store import TokenRecord, TokenStoreError, seed_fingerprint
-from tap_confluence.token_store_pg import TABLE
+from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
 from tests.support.pg_store import pg_auth, pg_store
 
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from simulator.auth import SEED_SCOPES
-from tap_confluence.token_store import TokenStoreError
-from tap_confluence.token_store_pg import TABLE
+from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.record import TokenStoreError
 from tests.support.pg_store import pg_auth, pg_store
 from tests.support.tap_cli import run_tap
 

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tap_confluence.auth import AtlassianOAuthAuthenticator
 from tap_confluence.errors import Secrets, TapUserError
-from tap_confluence.token_store import FileTokenStore
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
+from tap_confluence.oauth.store.file import FileTokenStore
 
 SEED = "fake-refresh-token-seed-1"
 

@@ -29,8 +29,8 @@ import psycopg
 import pytest
 
 from simulator.postgres import ThrowawayPostgres
-from tap_confluence.crypto import new_key
-from tap_confluence.token_store_pg import TABLE
+from tap_confluence.oauth.store.crypto import new_key
+from tap_confluence.oauth.store.postgres import TABLE
 from tests.support.meltano import MeltanoProject, site_config, tap_env
 
 pytestmark = pytest.mark.slow

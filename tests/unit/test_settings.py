@@ -8,7 +8,7 @@ import sys
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_confluence.config import AuthMode, resolve_auth
+from tap_confluence.settings.auth import AuthMode, resolve_auth
 from tap_confluence.tap import TapConfluence
 from tests.support.tap_cli import REPO_ROOT, write_json
 

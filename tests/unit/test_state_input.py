@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tap_confluence.errors import TapUserError
-from tap_confluence.state_input import parse_state
+from tap_confluence.settings.state import parse_state
 
 BOOKMARKS = {
     "bookmarks": {

@@ -16,13 +16,13 @@ from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_confluence.errors import Secrets, TapUserError
-from tap_confluence.retry import never_sent
-from tap_confluence.token_store import (
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStore,
     remember_superseded,
     seed_fingerprint,
 )
+from tap_confluence.retry import never_sent
 
 __all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
 

@@ -6,14 +6,15 @@ tap-confluence-auth; it does no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import typing as t
 
-from tap_confluence.crypto import KeyFormatError, TokenCipher
 from tap_confluence.errors import TapUserError
+from tap_confluence.oauth.store.crypto import KeyFormatError, TokenCipher
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -241,3 +242,32 @@ def lineage_of(document: t.Any) -> list[str]:
     seeds = [s for s in superseded if isinstance(s, str)] if isinstance(superseded, list) else []
     own = document.get("seed_fingerprint")
     return [*seeds, own] if isinstance(own, str) else seeds
+
+
+class TokenStoreSession(t.Protocol):
+    """A locked view of one site's record: load, then save a new record before using it."""
+
+    def load(self) -> TokenRecord | None:
+        """Return the stored record, or None when there is none yet."""
+
+    def load_metadata(self) -> TokenRecord | None:
+        """Return the stored record without opening sealed tokens (they come back empty)."""
+
+    def save(self, record: TokenRecord) -> None:
+        """Persist the record durably before returning."""
+
+    def check_unshared(self, seed: str) -> None:
+        """Raise TokenStoreError if another store holds this site or the family of ``seed``."""
+
+
+class TokenStore(t.Protocol):
+    """Where rotated refresh tokens live; shared by the tap and the tap-confluence-auth CLI."""
+
+    #: Human-readable location for messages (never contains a secret).
+    location: str
+
+    def check_writable(self) -> None:
+        """Raise TokenStoreError unless a new record could be saved right now."""
+
+    def session(self) -> contextlib.AbstractContextManager[TokenStoreSession]:
+        """Hold the store's lock for a whole read-refresh-write."""

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tap_confluence.errors import Secrets
-from tap_confluence.token_store_record import (
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStoreError,
     decode_record,
@@ -32,7 +32,7 @@ from tap_confluence.token_store_record import (
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tap_confluence.crypto import TokenCipher
+    from tap_confluence.oauth.store.crypto import TokenCipher
 
 TABLE = "tap_confluence_tokens"
 _CREATE = sql.SQL(

@@ -5,8 +5,8 @@ somewhere that outlives the process (Meltano deletes the config file after each 
 file backend here keeps one JSON file per cloud_id in a directory only its user may write,
 written atomically (the temp file is read back before the rename, so a full disk keeps the old
 file), mode 0600, under a lock held across read-refresh-write so that two runs never spend the
-same token. The record format lives in token_store_record, the PostgreSQL backend in
-token_store_pg.
+same token. The record format lives in record.py, the PostgreSQL backend in postgres.py,
+and which store the settings choose in location.py.
 """
 
 from __future__ import annotations
@@ -24,160 +24,27 @@ import time
 import typing as t
 from pathlib import Path
 
-from tap_confluence.config import fail
-from tap_confluence.token_store_record import (
-    STORE_FORMAT_VERSION,
+from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStoreError,
-    check_cloud_id,
-    cipher_setting,
+    TokenStoreSession,
     corrupt_sentence,
     decode_record,
     encode_record,
     lineage_of,
-    remember_superseded,
-    seed_fingerprint,
     shared_family_sentence,
 )
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator
 
-    from tap_confluence.crypto import TokenCipher
+    from tap_confluence.oauth.store.crypto import TokenCipher
 
-__all__ = [
-    "STORE_FORMAT_VERSION",
-    "FileTokenStore",
-    "TokenRecord",
-    "TokenStore",
-    "TokenStoreError",
-    "TokenStoreSession",
-    "check_cloud_id",
-    "check_store_settings",
-    "cipher_setting",
-    "decode_record",
-    "default_store_dir",
-    "encode_record",
-    "open_store",
-    "remember_superseded",
-    "seed_fingerprint",
-    "store_files",
-    "store_path_for",
-]
 
 logger = logging.getLogger("tap-confluence.token_store")
 
 #: Sibling files larger than this are not token stores; the sharing check skips them unread.
 _MAX_STORE_BYTES = 1 << 20
-
-
-def check_store_settings(config: Mapping[str, t.Any]) -> None:
-    """Check token_store_url and token_store_key before any request (one sentence if wrong)."""
-    url = str(config.get("token_store_url") or "").strip()
-    key = str(config.get("token_store_key") or "").strip()
-    try:
-        cipher_setting(key)
-    except TokenStoreError as exc:
-        fail(str(exc))
-    if not url:
-        return
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme.split("+", 1)[0] not in {"postgresql", "postgres"}:
-        fail(
-            "token_store_url must be a PostgreSQL URL like postgresql://user@host:5432/dbname "
-            f"(it starts with {scheme or 'no scheme'!r}); leave it unset to keep tokens in a file."
-        )
-    if not key:
-        fail(
-            "token_store_url needs token_store_key as well, because tokens in a shared database "
-            "are always encrypted; generate a key with `tap-confluence-auth new-key` and keep "
-            "it with your other secrets."
-        )
-
-
-def open_store(
-    *,
-    cloud_id: str,
-    client_id: str | None,
-    token_store_path: str | None = None,
-    token_store_url: str | None = None,
-    token_store_key: str | None = None,
-    lock_timeout: float = 300.0,
-) -> TokenStore:
-    """Return the store the settings choose: PostgreSQL when token_store_url is set, else a file."""
-    cipher = cipher_setting(token_store_key)
-    check_cloud_id(cloud_id)
-    if token_store_url and token_store_url.strip():
-        # Imported here so that file-store users never load the PostgreSQL driver.
-        from tap_confluence.token_store_pg import PostgresTokenStore  # noqa: PLC0415
-
-        return PostgresTokenStore(
-            token_store_url.strip(),
-            client_id=client_id or "",
-            cloud_id=cloud_id,
-            cipher=cipher,
-            lock_timeout=lock_timeout,
-        )
-    path = store_path_for(token_store_path, cloud_id)
-    return FileTokenStore(
-        path, lock_timeout=lock_timeout, cipher=cipher, client_id=client_id, cloud_id=cloud_id
-    )
-
-
-class TokenStoreSession(t.Protocol):
-    """A locked view of one site's record: load, then save a new record before using it."""
-
-    def load(self) -> TokenRecord | None:
-        """Return the stored record, or None when there is none yet."""
-
-    def load_metadata(self) -> TokenRecord | None:
-        """Return the stored record without opening sealed tokens (they come back empty)."""
-
-    def save(self, record: TokenRecord) -> None:
-        """Persist the record durably before returning."""
-
-    def check_unshared(self, seed: str) -> None:
-        """Raise TokenStoreError if another store holds this site or the family of ``seed``."""
-
-
-class TokenStore(t.Protocol):
-    """Where rotated refresh tokens live; shared by the tap and the tap-confluence-auth CLI."""
-
-    #: Human-readable location for messages (never contains a secret).
-    location: str
-
-    def check_writable(self) -> None:
-        """Raise TokenStoreError unless a new record could be saved right now."""
-
-    def session(self) -> contextlib.AbstractContextManager[TokenStoreSession]:
-        """Hold the store's lock for a whole read-refresh-write."""
-
-
-def default_store_dir() -> Path:
-    """Return $XDG_STATE_HOME/tap-confluence, falling back to ~/.local/state/tap-confluence."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tap-confluence"
-
-
-def store_files(token_store_path: str | None) -> list[Path]:
-    """List the store files a token_store_path setting (file or directory) or the default holds."""
-    path = Path(token_store_path).expanduser() if token_store_path else default_store_dir()
-    if path.is_dir():
-        return sorted(p for p in path.glob("*.json") if p.is_file() and not p.name.startswith("."))
-    return [path] if path.is_file() else []
-
-
-def store_path_for(token_store_path: str | None, cloud_id: str) -> Path:
-    """Resolve the store file: the setting as a file or a directory, else the default."""
-    # The cloud ID may come from the network (accessible-resources): it names a file only
-    # once it is known to be letters, digits and dashes.
-    check_cloud_id(cloud_id)
-    if not token_store_path:
-        return default_store_dir() / f"{cloud_id}.json"
-    path = Path(token_store_path).expanduser()
-    if path.is_dir() or token_store_path.endswith(os.sep):
-        return path / f"{cloud_id}.json"
-    return path
 
 
 def _make_private_dirs(directory: Path) -> None:

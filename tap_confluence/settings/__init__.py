@@ -1,0 +1,1 @@
+"""Every settings rule: auth combinations, URLs, secrets, dates, stores, admin, --state."""
