@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from tap_confluence.users import bulk_batches
+from tap_confluence.streams.users import bulk_batches
 
 AUDIT_PAGE = 1000
 USER_PAGE = 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +13,14 @@ import requests
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
-from tap_confluence.audit import AuditRecordsStream
 from tap_confluence.auth_cli.common import HTTP_TIMEOUT, AuthCliError, env_setting, error_detail
 from tap_confluence.auth_cli.report import scope_options, uncovered_streams
 from tap_confluence.errors import TapUserError
-from tap_confluence.license import LicenseSubscriptionsStream
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.settings.auth import AuthMode
-from tap_confluence.tap import TapConfluence
+from tap_confluence.site.connection import SiteConnection, connect
+from tap_confluence.streams.audit.stream import AuditRecordsStream
+from tap_confluence.streams.license import LicenseSubscriptionsStream
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Auth
@@ -79,9 +80,9 @@ def load_config(config_path: str | None, env_prefix: str) -> dict[str, t.Any]:
 class Checker:
     """Runs the probes with the tap's own authenticators and plan, collecting lines."""
 
-    def __init__(self, tap: TapConfluence) -> None:
-        """Use the tap's resolved plan and authenticators, so the check sees what a run sees."""
-        self.tap = tap
+    def __init__(self, site: SiteConnection) -> None:
+        """Use the run's own connection (plan, authenticators), so the check sees what it sees."""
+        self.site = site
         self.lines: list[Line] = []
         #: Set when OAuth worked from a cached access token and the secret could not be proven.
         self.secret_unverified = False
@@ -90,7 +91,7 @@ class Checker:
 
     def add(self, verdict: str, label: str, text: str) -> None:
         """Record one verdict, with any known secret scrubbed from the text."""
-        self.lines.append(Line(verdict, label, self.tap.secrets.redact(text)))
+        self.lines.append(Line(verdict, label, self.site.secrets.redact(text)))
 
     def probe(self, label: str, url: str, auth: Auth, *, scopes: str, on_403: str) -> bool:
         """GET one URL and turn the answer into a verdict naming what is missing."""
@@ -106,7 +107,7 @@ class Checker:
         if response.ok:
             self.add("OK", label, "")
             return True
-        detail = error_detail(response, self.tap.secrets)
+        detail = error_detail(response, self.site.secrets)
         if response.status_code == 401 and _SCOPE_MISMATCH in detail.lower():
             self.add("FAIL", label, f"missing scope: grant {scopes} ({detail})")
         elif response.status_code == 401:
@@ -118,7 +119,7 @@ class Checker:
         return False
 
     def _wrong_secret(self) -> str:
-        if self.tap.auth_plan.uses_oauth:
+        if self.site.auth_plan.uses_oauth:
             return "check that the app is installed on the site and cloud_id is right"
         return (
             "check email and api_token (a scoped token works only with cloud_id, "
@@ -127,12 +128,11 @@ class Checker:
 
     def run(self) -> list[Line]:
         """Probe every configured method: OAuth or API token, the audit log, licence counts."""
-        tap = self.tap
-        api_auth = tap.api_authenticator
+        api_auth = self.site.api_authenticator
         if isinstance(api_auth, AtlassianOAuthAuthenticator) and not self._oauth(api_auth):
             return self.lines
         try:
-            plan = tap.connection_plan
+            plan = self.site.plan
         except TapUserError as exc:
             self.add("FAIL", "site_url", str(exc))
             return self.lines
@@ -215,7 +215,7 @@ class Checker:
         except ValueError:
             data = None
         error = str(data.get("error", "")) if isinstance(data, dict) else ""
-        detail = error_detail(response, self.tap.secrets)
+        detail = error_detail(response, self.site.secrets)
         if response.status_code == 401 or error in {"access_denied", "invalid_client"}:
             self.add(
                 "FAIL",
@@ -237,8 +237,8 @@ class Checker:
         self.add("NOTE", label, f"{unverified}: the token endpoint answered {detail}")
 
     def _licence(self, site_url: str | None) -> None:
-        cfg = self.tap.config
-        if not site_url and self.tap.auth_plan.probe_site:
+        cfg = self.site.config
+        if not site_url and self.site.auth_plan.probe_site:
             self.add(
                 "NOTE",
                 "licence seats",
@@ -267,10 +267,10 @@ def run_check(config_path: str | None, env_prefix: str) -> int:
     """Print one line per probe; 0 only when every configured method works."""
     config = load_config(config_path, env_prefix)
     try:
-        tap = TapConfluence(config=config, validate_config=True)
+        site = connect(config, logging.getLogger("tap-confluence-auth"))
     except ConfigValidationError as exc:
         raise AuthCliError(str(exc.errors[0] if exc.errors else exc)) from None
-    checker = Checker(tap)
+    checker = Checker(site)
     lines = checker.run()
     for line in lines:
         text = f"{line.verdict:<4}  {line.label}"

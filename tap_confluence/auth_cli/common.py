@@ -15,7 +15,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from tap_confluence.settings.auth import check_url
 
 if t.TYPE_CHECKING:
-    from tap_confluence.errors import Secrets
+    from tap_confluence.redact import Secrets
 
 #: The scopes the tap uses; offline_access is what makes Atlassian return a refresh token.
 DEFAULT_SCOPES: tuple[str, ...] = (

@@ -30,7 +30,6 @@ from tap_confluence.auth_cli.common import (
     url_setting,
 )
 from tap_confluence.auth_cli.report import print_settings, uncovered_streams
-from tap_confluence.errors import Secrets
 from tap_confluence.oauth.store.location import open_store, store_path_for
 from tap_confluence.oauth.store.record import (
     TokenRecord,
@@ -41,6 +40,7 @@ from tap_confluence.oauth.store.record import (
     remember_superseded,
     seed_fingerprint,
 )
+from tap_confluence.redact import Secrets
 
 
 @dataclass

@@ -6,7 +6,7 @@ import shlex
 
 import click
 
-from tap_confluence.tap import STREAM_TYPES
+from tap_confluence.streams import STREAM_TYPES
 
 _SECRET_SETTINGS = {"client_secret", "refresh_token", "api_token"}
 

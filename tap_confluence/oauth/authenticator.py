@@ -15,14 +15,15 @@ import requests
 from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 
-from tap_confluence.errors import Secrets, TapUserError
+from tap_confluence.errors import TapUserError
+from tap_confluence.http.retry import never_sent
 from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStore,
     remember_superseded,
     seed_fingerprint,
 )
-from tap_confluence.retry import never_sent
+from tap_confluence.redact import Secrets
 
 __all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
 

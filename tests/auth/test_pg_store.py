@@ -11,12 +11,12 @@ import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
 from simulator.postgres import free_port
-from tap_confluence.errors import Secrets
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
 from tap_confluence.oauth.store.postgres import TABLE, PostgresTokenStore, safe_location
 from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
+from tap_confluence.redact import Secrets
 from tap_confluence.settings.rules import check_store_settings
 
 KEY = new_key()

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from simulator.auth import SEED_SCOPES
-from tap_confluence.errors import Secrets, TapUserError
+from tap_confluence.errors import TapUserError
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
+from tap_confluence.redact import Secrets
 from tests.support.tap_cli import run_tap
 
 SEED = "fake-refresh-token-seed-hardening"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from simulator.process import refresh
-from tap_confluence.errors import Secrets
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
+from tap_confluence.redact import Secrets
 from tests.support.tap_cli import REPO_ROOT, run_tap, tap_command, write_json
 
 SMALL = {"users": 20, "guests": 3, "groups": 4, "audit_records": 300}

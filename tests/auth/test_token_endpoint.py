@@ -11,9 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tap_confluence.errors import Secrets, TapUserError
+from tap_confluence.errors import TapUserError
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
+from tap_confluence.redact import Secrets
 
 SEED = "fake-refresh-token-seed-1"
 

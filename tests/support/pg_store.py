@@ -8,11 +8,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tap_confluence.errors import Secrets
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
 from tap_confluence.oauth.store.postgres import PostgresTokenStore
+from tap_confluence.redact import Secrets
 
 KEY = new_key()
 SEED = "fake-refresh-token-seed-pg"

@@ -11,9 +11,9 @@ import threading
 import pytest
 from singer_sdk import singerlib as singer
 
-from tap_confluence.audit import AuditPage, ms_to_iso
-from tap_confluence.audit_windows import AuditWindowWalker, ListPage, Window, record_id
 from tap_confluence.output import BlockWriter
+from tap_confluence.streams.audit.stream import AuditPage, ms_to_iso
+from tap_confluence.streams.audit.windows import AuditWindowWalker, ListPage, Window, record_id
 from tests.support.audit_log import Log
 from tests.support.tap_cli import run_tap
 

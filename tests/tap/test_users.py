@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from tap_confluence.users import BULK_MAX_IDS, BULK_MAX_QUERY_BYTES, bulk_batches
+from tap_confluence.streams.users import BULK_MAX_IDS, BULK_MAX_QUERY_BYTES, bulk_batches
 from tests.support.tap_cli import run_tap
 
 

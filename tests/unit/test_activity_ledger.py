@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tap_confluence.activity_ledger import Latest, Ledger, SharedAuditRead, shared_audit_read
+from tap_confluence.streams.activity.ledger import (
+    Latest,
+    Ledger,
+    SharedAuditRead,
+)
+from tap_confluence.tap import TapConfluence
 
 HOUR = 3_600_000
 
@@ -108,10 +113,25 @@ def test_shared_read_covers_only_once_complete_and_not_before_its_end():
     assert shared.latest.by_user == {}
 
 
-def test_each_tap_gets_its_own_shared_read():
-    class FakeTap:
-        pass
+def _tap(select: set[str] | None = None) -> TapConfluence:
+    config = {"site_url": "http://127.0.0.1:9", "email": "a@example.com", "api_token": "x" * 12}
+    tap = TapConfluence(config=config)
+    if select is None:
+        return tap
+    catalog = tap.catalog_dict
+    for entry in catalog["streams"]:
+        for meta in entry["metadata"]:
+            if meta["breadcrumb"] == []:
+                meta["metadata"]["selected"] = entry["tap_stream_id"] in select
+    return TapConfluence(config=config, catalog=catalog)
 
-    one, two = FakeTap(), FakeTap()
-    assert shared_audit_read(one) is shared_audit_read(one)
-    assert shared_audit_read(one) is not shared_audit_read(two)
+
+def test_each_run_gets_its_own_shared_read_and_only_when_both_streams_are_selected():
+    one, two = _tap(), _tap()
+    one.before_run()
+    two.before_run()
+    assert isinstance(one.site.shared_audit, SharedAuditRead)
+    assert one.site.shared_audit is not two.site.shared_audit
+    alone = _tap({"audit_records"})
+    alone.before_run()
+    assert alone.site.shared_audit is None, "nobody to share the read with"

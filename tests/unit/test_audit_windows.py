@@ -11,7 +11,7 @@ import itertools
 import random
 from collections import Counter
 
-from tap_confluence.audit_windows import AuditWindowWalker, record_id
+from tap_confluence.streams.audit.windows import AuditWindowWalker, record_id
 from tests.support.audit_log import Log
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tap_confluence.request_gate import RECOVER_AFTER, RequestGate
+from tap_confluence.http.limits import RECOVER_AFTER, RequestGate
 
 
 def test_each_429_halves_the_requests_allowed_out_but_never_below_one():

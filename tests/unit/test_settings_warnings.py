@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tap_confluence.audit import AuditRecordsStream
+from tap_confluence.streams.audit.stream import AuditRecordsStream
 from tap_confluence.tap import TapConfluence
 from tests.support.tap_cli import REPO_ROOT, write_json
 
@@ -68,7 +68,9 @@ def test_audit_concurrency_out_of_range_says_what_is_used(tmp_path, given, used)
     assert f"{used} audit windows are fetched at once" in warned[0]
     # The number told is the number the audit stream really uses.
     tap = TapConfluence(config={**TOKEN, "audit_concurrency": given})
-    assert AuditRecordsStream(tap=tap).concurrency == used
+    audit = tap.streams["audit_records"]
+    assert isinstance(audit, AuditRecordsStream)
+    assert audit.concurrency == used
 
 
 def test_a_clean_config_gets_no_warning(tmp_path):

@@ -20,7 +20,6 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tap_confluence.errors import Secrets
 from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStoreError,
@@ -28,6 +27,7 @@ from tap_confluence.oauth.store.record import (
     encode_record,
     shared_family_sentence,
 )
+from tap_confluence.redact import Secrets
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator

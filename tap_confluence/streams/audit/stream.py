@@ -13,11 +13,10 @@ import zlib
 import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_confluence.activity_ledger import shared_audit_read
-from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
-from tap_confluence.client import ConfluenceStream, log_progress_every, sent_limit
-from tap_confluence.request_gate import PageSizeGovernor, RequestGate
+from tap_confluence.http.limits import PageSizeGovernor, RequestGate
+from tap_confluence.http.stream import ConfluenceStream, log_progress_every, sent_limit
 from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
+from tap_confluence.streams.audit.windows import SORTED_JSON, AuditWindowWalker, record_digest
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -268,8 +267,7 @@ class AuditRecordsStream(ConfluenceStream):
         # user_activity takes each author's latest from this same read, so a run that selects
         # both streams reads the log once; without user_activity there is nothing to offer.
         # The range is the one asked for: the log holds nothing before the retention floor.
-        activity = self._tap.streams.get("user_activity")
-        shared = shared_audit_read(self._tap) if activity and activity.selected else None
+        shared = self.site.shared_audit
         if shared:
             shared.begin(lo, until)
         if until - lo > 366 * 86_400_000:

@@ -7,14 +7,14 @@ import typing as t
 
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_confluence.client import ConfluenceStream
 from tap_confluence.errors import (
     HostUnreachableError,
     RunHaltedError,
     StreamAccessError,
     TapUserError,
 )
-from tap_confluence.users import SEARCH_USER_CAP, UserSearch
+from tap_confluence.http.stream import ConfluenceStream
+from tap_confluence.streams.user_search import SEARCH_USER_CAP, UserSearch
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
@@ -60,8 +60,8 @@ class LicenseSubscriptionsStream(ConfluenceStream):
         yield row
 
     def _licence_counts(self) -> dict[str, int | None] | None:
-        auth = self.confluence_tap.license_authenticator
-        site = self.confluence_tap.connection_plan.license_site_url
+        auth = self.site.license_authenticator
+        site = self.site.license_site_url
         if auth is None or not site:
             return None
         values: dict[str, t.Any] = {}

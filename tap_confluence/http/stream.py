@@ -20,6 +20,7 @@ import msgspec
 import requests
 from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
 from tap_confluence import schemas
 from tap_confluence.errors import (
@@ -29,11 +30,9 @@ from tap_confluence.errors import (
     TapUserError,
     UnexpectedAnswerError,
 )
-from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
-from tap_confluence.output import ShapedRecords
-from tap_confluence.paging import NextLinkPaginator
-from tap_confluence.request_gate import PageSizeGovernor
-from tap_confluence.retry import (
+from tap_confluence.http.limits import PageSizeGovernor
+from tap_confluence.http.paginators import NextLinkPaginator
+from tap_confluence.http.retry import (
     RATE_LIMITED_TRIES,
     UNREACHABLE_TRIES,
     MisshapenAnswerError,
@@ -46,18 +45,21 @@ from tap_confluence.retry import (
     setting_for_url,
     stop_sentence,
 )
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
+from tap_confluence.output import ShapedRecords
 from tap_confluence.versions import FullTableVersions
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 
     from backoff.types import Details
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Auth, Context
     from singer_sdk.pagination import BaseAPIPaginator
 
-    from tap_confluence.paging import PageRequests
-    from tap_confluence.request_gate import RequestGate
-    from tap_confluence.tap import TapConfluence
+    from tap_confluence.http.limits import RequestGate
+    from tap_confluence.http.paginators import PageRequests
+    from tap_confluence.site.connection import SiteConnection
 
 _SCOPE_MISMATCH = "scope does not match"
 #: No page of any endpoint comes near this; past it a request fails instead of eating memory.
@@ -107,20 +109,22 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
     permission_hint: t.ClassVar[str] = "permission to read this data"
     page_size: t.ClassVar[int] = 200
 
-    @property
-    def confluence_tap(self) -> TapConfluence:
-        """The tap that owns this stream (its auth plan and shared authenticator)."""
-        return t.cast("TapConfluence", self._tap)
+    def __init__(self, tap: Tap, site: SiteConnection, **kwargs: t.Any) -> None:
+        """Build a stream of ``tap`` that reaches the site through ``site``, never the tap."""
+        self.site = site
+        super().__init__(tap, **kwargs)
 
     @property
+    @override
     def url_base(self) -> str:
         """Gateway ``{api_url}/ex/confluence/{cloud_id}`` or the site URL, per auth mode."""
-        return self.confluence_tap.connection_plan.base_url
+        return self.site.base_url
 
     @property
+    @override
     def authenticator(self) -> Auth:
-        """The tap's single authenticator, shared by every stream."""
-        return self.confluence_tap.api_authenticator
+        """The run's single authenticator, shared by every stream."""
+        return self.site.api_authenticator
 
     @property
     def http_headers(self) -> dict[str, str]:
@@ -130,13 +134,13 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
     @functools.cached_property
     def cloud_id(self) -> str:
         """The site's cloud ID (from config, or the site URL's host under a classic token)."""
-        return self.confluence_tap.cloud_key
+        return self.site.cloud_id
 
     def rebase_link(self, link: str) -> str:
         """Join a ``_links.next`` to our base URL; never follow a link to another host."""
         parts = urlsplit(link)
         path = parts.path
-        gateway_prefix = f"/ex/confluence/{self.confluence_tap.config.get('cloud_id', '')}"
+        gateway_prefix = f"/ex/confluence/{self.site.config.get('cloud_id', '')}"
         if path.startswith(gateway_prefix):
             path = path[len(gateway_prefix) :]
         if not path.startswith("/wiki/"):
@@ -174,7 +178,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope, permission or route ends this stream in a sentence."""
-        if self.confluence_tap.missing_scopes(self):
+        if self.site.missing_scopes(self.required_scopes):
             self.mark_incomplete()
             self.logger.warning(
                 "Skipping %s: the OAuth token was not granted %s; authorise the app again with "
@@ -187,24 +191,17 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
             yield from self.extract_records(context)
         except StreamAccessError as exc:
             self.mark_incomplete()
-            self.confluence_tap.note_stream_ended(self.name, exc)
+            self.site.note_stream_ended(exc)
         except MisshapenAnswerError as exc:
             # Retried already: the API keeps answering something this stream cannot read.
             self.mark_incomplete()
             sentence = str(exc).removesuffix("; retrying.").rstrip(".")
-            self.confluence_tap.note_stream_ended(
-                self.name,
+            self.site.note_stream_ended(
                 UnexpectedAnswerError(
                     f"{sentence} on every retry, so {self.name} stopped; the other streams "
                     "carry on."
                 ),
             )
-
-    def finalize_state_progress_markers(self, state: dict[str, t.Any] | None = None) -> None:
-        """Finish the stream's state; after the last stream, report streams that ended early."""
-        super().finalize_state_progress_markers(state)
-        if state is None and not self.parent_stream_type:
-            self.confluence_tap.after_stream(self)
 
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield the records of the stream's listing; multi-endpoint streams override this."""
@@ -330,7 +327,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
         self, prepared: requests.PreparedRequest, auth: Auth, endpoint: str
     ) -> requests.Response:
         """Send one try: never while the run is halted; at most MAX_RESPONSE_BYTES read."""
-        self.confluence_tap.check_halted()
+        self.site.check_halted()
         try:
             response = self.requests_session.send(auth(prepared), timeout=self.timeout, stream=True)
         except requests.exceptions.ConnectionError as exc:
@@ -395,7 +392,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
     ) -> None:
         """Raise for HTTP error statuses (the body of a success is checked by the caller)."""
         status = response.status_code
-        auth = self.confluence_tap.api_authenticator
+        auth = self.site.api_authenticator
         if status < 400:
             if isinstance(auth, AtlassianOAuthAuthenticator):
                 auth.note_success()
@@ -410,7 +407,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
                 status=status,
             )
         if status == 404:
-            self.confluence_tap.check_cloud_id(response)
+            self.site.check_cloud_id(response)
         if status == 410:
             raise RouteGoneError(
                 f"{self.name}: Atlassian has removed {self._endpoint_of(response.url)} for "
@@ -442,12 +439,12 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
         wait = requested_wait(response)
         if wait is not None and wait > cap:
             # Never retry before Retry-After: Atlassian answers with the same or a longer one.
-            raise self.confluence_tap.halt(stop_sentence(response, path, wait, cap))
+            raise self.site.halt(stop_sentence(response, path, wait, cap))
         msg = f"{self.name}: {response.status_code} from {path}; retrying."
         raise RateLimitedError(msg, response)
 
     def _on_unauthorized(self, response: requests.Response, message: str) -> None:
-        auth = self.confluence_tap.api_authenticator
+        auth = self.site.api_authenticator
         if _SCOPE_MISMATCH in message.lower():
             raise StreamAccessError(
                 f"Skipping {self.name}: it needs the scope {self.scope_hint()}, which the token "
@@ -463,7 +460,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
                 "The API rejected a freshly refreshed OAuth access token (401); check that the "
                 "app is still installed on the site and that cloud_id is right."
             )
-        who = self.confluence_tap.config.get("email", "the account")
+        who = self.site.config.get("email", "the account")
         raise TapUserError(
             f"The API rejected the API token for {who} (401); check email and api_token, and "
             "that a scoped token is used with cloud_id and a classic one with site_url."
@@ -484,7 +481,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, RESTStream[t.Any]):
             text = str(body.get("message") or body.get("error_description") or "")
         if not text:
             text = response.reason or ""
-        return self.confluence_tap.secrets.redact(text)[:200]
+        return self.site.secrets.redact(text)[:200]
 
     def request_decorator(self, func: Callable[..., t.Any]) -> Callable[..., t.Any]:
         """Retry ``func``: 429s, transient failures and unreachable hosts, each on its own budget.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_confluence.client import ConfluenceStream
+from tap_confluence.http.stream import ConfluenceStream
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context

@@ -19,21 +19,21 @@ from urllib.parse import quote, urlsplit
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
-from tap_confluence.activity_ledger import (
+from tap_confluence.errors import StreamAccessError
+from tap_confluence.http.paginators import CursorPaginator, NextLinkPaginator
+from tap_confluence.http.stream import ConfluenceStream, log_progress_every
+from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
+from tap_confluence.sdk_compat import tap_of
+from tap_confluence.settings.rules import check_admin_settings
+from tap_confluence.streams.activity.ledger import (
     Latest,
     Ledger,
     StateShapeError,
     millis,
-    shared_audit_read,
 )
-from tap_confluence.audit import AUDIT_SCOPES, iso_to_ms, ms_to_iso
-from tap_confluence.audit_windows import AuditWindowWalker
-from tap_confluence.client import ConfluenceStream, log_progress_every
-from tap_confluence.errors import StreamAccessError
-from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
-from tap_confluence.paging import CursorPaginator, NextLinkPaginator
-from tap_confluence.settings.rules import check_admin_settings
-from tap_confluence.users import UserSearch
+from tap_confluence.streams.audit.stream import AUDIT_SCOPES, iso_to_ms, ms_to_iso
+from tap_confluence.streams.audit.windows import AuditWindowWalker
+from tap_confluence.streams.user_search import UserSearch
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -41,8 +41,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
-    from tap_confluence.audit import AuditRecordsStream
-    from tap_confluence.request_gate import PageSizeGovernor
+    from tap_confluence.http.limits import PageSizeGovernor
+    from tap_confluence.streams.audit.stream import AuditRecordsStream
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -185,7 +185,7 @@ class UserActivityStream(ConfluenceStream):
         return iso_to_ms(dt.datetime.fromisoformat(str(raw))) if raw else None
 
     def _lacks(self, scopes: tuple[frozenset[str], ...]) -> bool:
-        auth = self.confluence_tap.api_authenticator
+        auth = self.site.api_authenticator
         if not isinstance(auth, AtlassianOAuthAuthenticator):
             return False
         granted = auth.granted_scopes()
@@ -200,8 +200,8 @@ class UserActivityStream(ConfluenceStream):
 
     def _read_audit(self, ledger: Ledger) -> Latest:
         lo = max(ledger.lower or 0, 0)
-        shared = shared_audit_read(self._tap)
-        if shared.covers_up_from(lo):
+        shared = self.site.shared_audit
+        if shared is not None and shared.covers_up_from(lo):
             # audit_records read this run's log already: reuse it, reading only what lies
             # before its start (when this stream's bookmark is older than its own).
             latest, until = shared.latest, shared.end_ms
@@ -229,7 +229,7 @@ class UserActivityStream(ConfluenceStream):
     def _walk_audit(self, latest: Latest, lo: int, until: int) -> int:
         """Offer every record in ``[lo, until]`` to ``latest``; return the requests sent."""
         # The audit stream's own tuning: retention floor, compact pages, concurrent windows.
-        audit = t.cast("AuditRecordsStream", self.confluence_tap.streams["audit_records"])
+        audit = t.cast("AuditRecordsStream", tap_of(self).streams["audit_records"])
         requests_sent = 0
         if until - lo > 366 * DAY_MS:
             lo = max(lo, audit.retention_floor(until))

@@ -5,21 +5,21 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import quote
 
-from tap_confluence.client import ConfluenceStream, log_progress_every
 from tap_confluence.conform import conform, field_types
 from tap_confluence.errors import RouteGoneError, StreamAccessError
-from tap_confluence.paging import OffsetUntilEmptyPaginator
+from tap_confluence.http.stream import ConfluenceStream, log_progress_every
+from tap_confluence.streams.user_search import (
+    SEARCH_USER_CAP,
+    SEARCH_USER_LIMIT,
+    SEARCH_USER_PATH,
+    UserSearch,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
 
-SEARCH_USER_PATH = "/wiki/rest/api/search/user"
-#: search/user returns at most this many users per query, then stops without saying so.
-SEARCH_USER_CAP = 10_000
-#: The page size asked of search/user (its documented maximum; it may serve fewer).
-SEARCH_USER_LIMIT = 200
 #: user/bulk returns at most 200 users per call.
 BULK_MAX_IDS = 200
 #: user/bulk request lines over 8 KiB are refused (CONFCLOUD-76894). The query gets the 8 KiB less
@@ -54,36 +54,6 @@ def bulk_batches(account_ids: list[str]) -> Iterator[list[str]]:
         size += cost
     if batch:
         yield batch
-
-
-class UserSearch:
-    """Every search/user result of one permission filter, by offset until an empty page.
-
-    Cloud sends no ``_links.next`` here and may serve fewer than the ``limit`` asked, so
-    neither ends the listing; ``reached_cap`` tells a listing cut at the 10,000-user cap.
-    """
-
-    def __init__(self, stream: ConfluenceStream, permission_filter: str) -> None:
-        """List the users ``permission_filter`` selects, with ``stream``'s auth and retries."""
-        self._stream = stream
-        self._filter = permission_filter
-        self._paginator = OffsetUntilEmptyPaginator(cap=SEARCH_USER_CAP)
-
-    @property
-    def reached_cap(self) -> bool:
-        """Whether the listing stopped at the cap, so the site may hold more users."""
-        return self._paginator.reached_cap
-
-    def __iter__(self) -> Iterator[dict[str, t.Any]]:
-        """Yield each search result (``{"user": {...}, "lastModified": ...}``)."""
-        params = {
-            "cql": "type=user",
-            "sitePermissionTypeFilter": self._filter,
-            "limit": SEARCH_USER_LIMIT,
-        }
-        url = f"{self._stream.url_base}{SEARCH_USER_PATH}"
-        for body in self._stream.fetch_pages(url, params, self._paginator):
-            yield from self._stream.page_records(body)
 
 
 class UsersStream(ConfluenceStream):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing as t
-import weakref
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -154,14 +153,3 @@ class SharedAuditRead:
     def covers_up_from(self, lo: int) -> bool:
         """Tell whether a complete read exists that ends at or after ``lo``."""
         return self.complete and self.end_ms >= lo
-
-
-_SHARED: weakref.WeakKeyDictionary[object, SharedAuditRead] = weakref.WeakKeyDictionary()
-
-
-def shared_audit_read(tap: object) -> SharedAuditRead:
-    """Return the tap's one SharedAuditRead (one per tap instance, never per process)."""
-    found = _SHARED.get(tap)
-    if found is None:
-        found = _SHARED[tap] = SharedAuditRead()
-    return found

@@ -1,0 +1,1 @@
+"""HTTP: the base stream, its one request path, retries, paginators and request limits."""

@@ -1,0 +1,1 @@
+"""The user_activity stream and the ledger that decides what is new."""

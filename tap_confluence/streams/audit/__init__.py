@@ -1,0 +1,1 @@
+"""The audit_records stream: the stream, its pages and the window walker."""
