@@ -13,6 +13,8 @@ from singer_sdk import Tap
 from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from requests import Response
+    from singer_sdk import RESTStream
     from singer_sdk.streams.core import Stream
 
 
@@ -38,3 +40,10 @@ class EndOfRunTap(Tap):
 def tap_of(stream: Stream) -> Tap:
     """Return the tap a stream belongs to (the SDK keeps it in ``Stream._tap``)."""
     return stream._tap
+
+
+def write_request_metric(stream: RESTStream[t.Any], endpoint: str, response: Response) -> None:
+    """Write the SDK's http_request_duration metric for one response of ``stream``."""
+    stream._write_request_duration_log(
+        endpoint=endpoint, response=response, context=None, extra_tags=None
+    )

@@ -15,11 +15,21 @@ import email.utils
 import random
 import re
 import time
+import typing as t
 from urllib.parse import urlsplit
 
+import backoff
 import requests
 import urllib3
+from singer_sdk import RESTStream
 from singer_sdk.exceptions import RetriableAPIError
+
+from tap_confluence.errors import HostUnreachableError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from backoff.types import Details
 
 #: 429s (with a wait within the cap) one request may get before the stream gives up.
 RATE_LIMITED_TRIES = 20
@@ -148,3 +158,102 @@ def setting_for_url(url: str) -> str:
     if path.startswith(("/ex/", "/admin/", "/oauth/")):
         return "api_url"
     return "site_url"
+
+
+_TRANSIENT = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class Unreachable(Exception):  # noqa: N818 (an internal signal, not an error for users)
+    """A request that never reached its host (refused, unresolvable); tried once more."""
+
+    def __init__(self, setting: str, host: str, cause: str) -> None:
+        super().__init__(cause)
+        self.setting, self.host, self.cause = setting, host, cause
+
+
+class RetryingStream(RESTStream[t.Any]):
+    """The SDK's request retries, with a budget of their own for each kind of failure."""
+
+    def request_decorator(self, func: Callable[..., t.Any]) -> Callable[..., t.Any]:
+        """Retry ``func``: 429s, transient failures and unreachable hosts, each on its own budget.
+
+        Innermost, a host that refuses the connection or does not resolve gets one more try
+        a second later, then one sentence naming the setting; then 429s with a wait within
+        the cap; outermost 5xx, resets and cut bodies (each of which restarts the 429 count).
+        """
+
+        def unreachable_sentence(details: Details) -> None:
+            exc = t.cast("Unreachable", details.get("exception"))
+            msg = (
+                f"{exc.host} could not be reached ({exc.cause}, {details.get('tries')} tries); "
+                f"check {exc.setting} and the network, then run the tap again."
+            )
+            raise HostUnreachableError(msg) from None
+
+        reachable = backoff.on_exception(
+            backoff.constant,
+            Unreachable,
+            interval=1,
+            max_tries=UNREACHABLE_TRIES,
+            jitter=None,
+            on_giveup=unreachable_sentence,
+        )
+        limited = backoff.on_exception(
+            self.backoff_wait_generator,
+            RateLimitedError,
+            max_tries=RATE_LIMITED_TRIES,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+        )
+        transient = backoff.on_exception(
+            self.backoff_wait_generator,
+            _TRANSIENT,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            giveup=_spent_its_own_budget,
+        )
+        return transient(limited(reachable(func)))
+
+    def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
+        """Wait as Retry-After says (capped), else exponentially with jitter."""
+        cap = float(self.config.get("max_retry_wait_seconds", 300))
+        attempt = 0
+        exc = yield 0.0
+        while True:
+            wait = retry_wait(exc, attempt, cap=cap)
+            attempt += 1
+            exc = yield wait
+
+    def backoff_jitter(self, value: float) -> float:
+        """No extra jitter: Retry-After is exact and the fallback is already jittered."""
+        return value
+
+    def backoff_max_tries(self) -> int:
+        """Give a flaky API a fair number of chances."""
+        return int(self.config.get("max_retries", 8))
+
+    def backoff_handler(self, details: Details) -> None:
+        """Log the wait with the path and status only (never headers or the request)."""
+        exc = details.get("exception")
+        response = getattr(exc, "response", None)
+        status = response.status_code if isinstance(response, requests.Response) else None
+        self.logger.warning(
+            "%s: retry %d in %.1f s after %s.",
+            self.name,
+            details.get("tries", 0),
+            details.get("wait", 0.0),
+            f"HTTP {status}" if status else type(exc).__name__,
+        )
+
+
+def _spent_its_own_budget(exc: Exception) -> bool:
+    """Tell whether the outer layer must not retry: a 429 that outlasted its own tries."""
+    return isinstance(exc, RateLimitedError)

@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 from tap_confluence.conform import conform, field_types
 from tap_confluence.errors import RouteGoneError, StreamAccessError
-from tap_confluence.http.stream import ConfluenceStream, log_progress_every
+from tap_confluence.http.stream import ConfluenceStream
+from tap_confluence.streams.progress import log_progress_every
 from tap_confluence.streams.user_search import (
     SEARCH_USER_CAP,
     SEARCH_USER_LIMIT,

@@ -21,7 +21,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_confluence.errors import StreamAccessError
 from tap_confluence.http.paginators import CursorPaginator, NextLinkPaginator
-from tap_confluence.http.stream import ConfluenceStream, log_progress_every
+from tap_confluence.http.stream import ConfluenceStream
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.sdk_compat import tap_of
 from tap_confluence.settings.rules import check_admin_settings
@@ -33,6 +33,7 @@ from tap_confluence.streams.activity.ledger import (
 )
 from tap_confluence.streams.audit.stream import AUDIT_SCOPES, iso_to_ms, ms_to_iso
 from tap_confluence.streams.audit.windows import AuditWindowWalker
+from tap_confluence.streams.progress import log_progress_every
 from tap_confluence.streams.user_search import UserSearch
 
 if t.TYPE_CHECKING:

@@ -13,10 +13,12 @@ import zlib
 import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
+from tap_confluence.http.client import sent_limit
 from tap_confluence.http.limits import PageSizeGovernor, RequestGate
-from tap_confluence.http.stream import ConfluenceStream, log_progress_every, sent_limit
+from tap_confluence.http.stream import ConfluenceStream
 from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
 from tap_confluence.streams.audit.windows import SORTED_JSON, AuditWindowWalker, record_digest
+from tap_confluence.streams.progress import log_progress_every
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
