@@ -20,6 +20,7 @@ from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.core import Stream
+from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator
@@ -42,6 +43,7 @@ class BlockWriter(MsgSpecWriter):
         super().__init__()
         self._block = bytearray()
 
+    @override
     def write_message(self, message: singer.Message) -> None:
         """Queue a RECORD; write the block out on any other message or when it is full."""
         if type(message) is singer.RecordMessage:
@@ -203,6 +205,7 @@ class ShapedRecords(Stream):
                 out.append((alias, mapped))
         return out
 
+    @override
     def _generate_record_messages(
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
@@ -213,6 +216,7 @@ class ShapedRecords(Stream):
                 stream=alias, record=mapped, version=self._stream_version, time_extracted=now
             )
 
+    @override
     def _write_record_message(self, record: dict[str, t.Any]) -> None:
         """Write RECORDs as the SDK does, handing a BlockWriter plain values, no message object.
 

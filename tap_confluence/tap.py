@@ -231,6 +231,7 @@ class TapConfluence(EndOfRunTap):
             raise TapUserError(msg)
 
     @classmethod
+    @override
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """Run the SDK's --test; a bad config ends it with its sentence, not a traceback."""
         try:
@@ -243,6 +244,7 @@ class TapConfluence(EndOfRunTap):
             ctx.exit(1)
 
     @classmethod
+    @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run the tap; a user-facing error ends it with its one sentence and exit code 1."""
         # Records are trees of dicts and lists without cycles, made by the thousand per page,

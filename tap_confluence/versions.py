@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import typing as t
 
-from singer_sdk.streams.core import Stream
+from typing_extensions import override
+
+from tap_confluence.sdk_compat import VersionedStream
 
 
-class FullTableVersions(Stream):
+class FullTableVersions(VersionedStream):
     """Stream mix-in: SCHEMA once per run; versions and ACTIVATE_VERSION where enabled."""
 
     #: True on full-table streams whose rows gone from the site are to be soft-deleted.
@@ -29,7 +31,7 @@ class FullTableVersions(Stream):
         super().__init__(*args, **kwargs)
         if self.versions_enabled:
             # Seconds, as the SDK's own versions, so the two never go backwards between runs.
-            self._stream_version = self._tap.initialized_at // 1000
+            self.table_version = self.run_started_at_ms() // 1000
 
     @property
     def versions_enabled(self) -> bool:
@@ -42,6 +44,7 @@ class FullTableVersions(Stream):
         )
 
     @property
+    @override
     def emit_activate_version_messages(self) -> bool:
         """Never the SDK's ACTIVATE_VERSION (see the module docstring); this mix-in sends one."""
         return False
@@ -56,20 +59,21 @@ class FullTableVersions(Stream):
         # A record limit (`--test` syncs one record per stream) reads a sample, never all.
         if not self._read_complete or self.ABORT_AT_RECORD_COUNT is not None:
             return False
-        parents = [s for s in self._tap.streams.values() if type(s) is self.parent_stream_type]
+        parents = [s for s in self.sibling_streams() if type(s) is self.parent_stream_type]
         return all(t.cast("FullTableVersions", p).read_complete for p in parents)
 
-    def _write_schema_message(self) -> None:
+    @override
+    def schema_due(self) -> bool:
         """Write the SCHEMA once per run (the SDK writes one per sync call, per group)."""
-        if not self._schema_written:
-            super()._write_schema_message()
-            self._schema_written = True
+        due, self._schema_written = not self._schema_written, True
+        return due
 
+    @override
     def finalize_state_progress_markers(self, state: dict[str, t.Any] | None = None) -> None:
         """At the end of a complete run, activate its version, then finish the state."""
-        version = self._stream_version
+        version = self.table_version
         if state is None and version is not None and self.selected and self.read_complete:
             # A stream that read nothing (no groups at all) still owes the target its SCHEMA.
-            self._write_schema_message()
-            self._write_activate_version_message(version)
+            self.write_schema_now()
+            self.write_activate_version(version)
         super().finalize_state_progress_markers(state)

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import click
+from typing_extensions import override
 
 from tap_confluence.auth_cli.common import AuthCliError
 
@@ -104,6 +105,7 @@ class _Server(ThreadingHTTPServer):
     state: _State
     slots: threading.BoundedSemaphore
 
+    @override
     def process_request(self, request: t.Any, client_address: t.Any) -> None:
         """Serve on a new thread once a slot is free (the accept loop waits for one)."""
         self.slots.acquire()
@@ -113,6 +115,7 @@ class _Server(ThreadingHTTPServer):
             self.slots.release()
             raise
 
+    @override
     def process_request_thread(self, request: t.Any, client_address: t.Any) -> None:
         """Serve one connection, then free its slot."""
         try:
@@ -120,6 +123,7 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    @override
     def handle_error(self, request: t.Any, client_address: t.Any) -> None:
         """Stay quiet: a browser dropping a connection is no reason for a traceback."""
         return
@@ -142,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
     # A connection that sends nothing for this long is dropped, freeing its slot.
     timeout = 5
 
+    @override
     def log_message(self, format: str, *args: t.Any) -> None:
         # The default logs the request line, which carries the authorization code.
         return

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import click
 import requests
 from singer_sdk.exceptions import ConfigValidationError
+from typing_extensions import override
 
 from tap_confluence.settings.auth import check_url
 
@@ -44,6 +45,7 @@ DEFAULT_PLUGIN = "tap-confluence"
 class AuthCliError(click.ClickException):
     """Ends the command with one sentence on stderr and exit code 1 (never a traceback)."""
 
+    @override
     def show(self, file: t.IO[t.Any] | None = None) -> None:
         """Print the sentence alone, prefixed with the command name."""
         click.echo(f"tap-confluence-auth: {self.message}", err=True)

@@ -13,6 +13,7 @@ import typing as t
 from urllib.parse import ParseResult, parse_qs, urlsplit
 
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator
+from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +44,7 @@ class NextLinkPaginator(BaseHATEOASPaginator):
         super().__init__()
         self._rebase = rebase
 
+    @override
     def get_next_url(self, response: requests.Response) -> str | None:
         """Return the rebased next link, or None at the end (no link, or an empty page)."""
         body = _body(response)
@@ -69,6 +71,7 @@ class OffsetUntilEmptyPaginator(BaseAPIPaginator[int]):
         #: True once the listing stopped at the cap rather than at an empty page.
         self.reached_cap = False
 
+    @override
     def has_more(self, response: requests.Response) -> bool:
         """More may follow any non-empty page, however short, until the cap."""
         results = _body(response).get("results") or []
@@ -79,6 +82,7 @@ class OffsetUntilEmptyPaginator(BaseAPIPaginator[int]):
             return False
         return True
 
+    @override
     def get_next(self, response: requests.Response) -> int | None:
         """Return the offset after the records this page held."""
         return self.current_value + len(_body(response).get("results") or [])
@@ -95,6 +99,7 @@ class CursorPaginator(BaseAPIPaginator[str | None]):
         """Start without a cursor."""
         super().__init__(None)
 
+    @override
     def get_next(self, response: requests.Response) -> str | None:
         """Return the next page's cursor, or None at the end."""
         return cursor_of((_body(response).get("links") or {}).get("next"))

@@ -23,6 +23,7 @@ import requests
 import urllib3
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import RetriableAPIError
+from typing_extensions import override
 
 from tap_confluence.errors import HostUnreachableError
 
@@ -181,6 +182,7 @@ class Unreachable(Exception):  # noqa: N818 (an internal signal, not an error fo
 class RetryingStream(RESTStream[t.Any]):
     """The SDK's request retries, with a budget of their own for each kind of failure."""
 
+    @override
     def request_decorator(self, func: Callable[..., t.Any]) -> Callable[..., t.Any]:
         """Retry ``func``: 429s, transient failures and unreachable hosts, each on its own budget.
 
@@ -222,6 +224,7 @@ class RetryingStream(RESTStream[t.Any]):
         )
         return transient(limited(reachable(func)))
 
+    @override
     def backoff_wait_generator(self) -> Generator[float, t.Any, None]:
         """Wait as Retry-After says (capped), else exponentially with jitter."""
         cap = float(self.config.get("max_retry_wait_seconds", 300))
@@ -232,14 +235,17 @@ class RetryingStream(RESTStream[t.Any]):
             attempt += 1
             exc = yield wait
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         """No extra jitter: Retry-After is exact and the fallback is already jittered."""
         return value
 
+    @override
     def backoff_max_tries(self) -> int:
         """Give a flaky API a fair number of chances."""
         return int(self.config.get("max_retries", 8))
 
+    @override
     def backoff_handler(self, details: Details) -> None:
         """Log the wait with the path and status only (never headers or the request)."""
         exc = details.get("exception")

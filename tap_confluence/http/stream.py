@@ -55,6 +55,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
         return self.site.api_authenticator
 
     @property
+    @override
     def http_headers(self) -> dict[str, str]:
         """Ask for JSON and English error text."""
         return {"Accept": "application/json", "Accept-Language": "en"}
@@ -77,14 +78,17 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
         query = f"?{parts.query}" if parts.query else ""
         return f"{self.url_base}{path}{query}"
 
+    @override
     def get_new_paginator(self) -> NextLinkPaginator:
         """Follow ``_links.next`` until it is missing or a page is empty."""
         return NextLinkPaginator(self.rebase_link)
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """Query parameters of a listing's first page."""
         return {"limit": self.page_size}
 
+    @override
     def post_process(
         self,
         row: dict[str, t.Any],
@@ -94,6 +98,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
         row["cloudId"] = self.cloud_id
         return row
 
+    @override
     def generate_child_contexts(
         self, record: dict[str, t.Any], context: Context | None
     ) -> Iterable[Context | None]:
@@ -104,6 +109,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
 
     # Records, with a clean end on a missing scope or permission.
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope, permission or route ends this stream in a sentence."""
         if self.site.missing_scopes(self.required_scopes):

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import requests
 from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
+from typing_extensions import override
 
 from tap_confluence.errors import TapUserError
 from tap_confluence.http.retry import never_sent
@@ -24,6 +25,7 @@ from tap_confluence.oauth.store.record import (
     seed_fingerprint,
 )
 from tap_confluence.redact import Secrets
+from tap_confluence.sdk_compat import default_expiration
 
 __all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
 
@@ -139,6 +141,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         self.refreshes = 0
 
     @property
+    @override
     def oauth_request_body(self) -> dict[str, t.Any]:
         """Body of a refresh request for the seed token (the live token comes from the store)."""
         return {
@@ -148,6 +151,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             "refresh_token": self._seed,
         }
 
+    @override
     def is_token_valid(self) -> bool:
         """Tell whether the access token has more than the refresh margin left."""
         if self.access_token is None or self._expires_at is None:
@@ -158,6 +162,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         # Refresh ahead of expiry, but never waste more than a tenth of a short-lived token.
         return min(self._refresh_margin, max(ttl, 0.0) / 10.0)
 
+    @override
     def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         """Attach a bearer token, refreshing first if it is missing or near expiry."""
         with self._lock:
@@ -188,6 +193,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         """Reset the 401 count after a request went through."""
         self._consecutive_rejections = 0
 
+    @override
     def update_access_token(self) -> None:
         """Adopt a fresh access token from the store, or refresh and save before using it."""
         with self._lock, self._store.session() as session:
@@ -253,7 +259,7 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                 raise TapUserError(
                     self._odd_answer_sentence(answer, saved=answer.refresh_token is not None)
                 )
-            expires_in = answer.expires_in or int(self._default_expiration or 3600)
+            expires_in = answer.expires_in or int(default_expiration(self) or 3600)
             saved.access_token = answer.access_token
             saved.access_token_expires_at = issued_at + expires_in
             # Save before the new access token is used: the old refresh token is dead now.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typing as t
 
+from typing_extensions import override
+
 from tap_confluence.http.stream import ConfluenceStream
 
 if t.TYPE_CHECKING:
@@ -29,6 +31,7 @@ class GroupsStream(ConfluenceStream):
     permission_hint = "the 'Can use' global permission and a group scope"
     page_size = 200
 
+    @override
     def post_process(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:
@@ -36,6 +39,7 @@ class GroupsStream(ConfluenceStream):
         row.pop("_links", None)
         return super().post_process(row, context)
 
+    @override
     def get_child_context(self, record: dict[str, t.Any], context: Context | None) -> Context:
         """Members are read per group id."""
         return {"groupId": record["id"]}
@@ -59,6 +63,7 @@ class GroupMembersStream(ConfluenceStream):
         super().__init__(*args, **kwargs)
         self.state_partitioning_keys = []
 
+    @override
     def post_process(
         self, row: dict[str, t.Any], context: Context | None = None
     ) -> dict[str, t.Any] | None:

@@ -6,6 +6,7 @@ import datetime as dt
 import typing as t
 
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
 from tap_confluence.errors import (
     HostUnreachableError,
@@ -38,6 +39,7 @@ class LicenseSubscriptionsStream(ConfluenceStream):
     required_scopes = CONFIG_SCOPES
     permission_hint = "the 'Can use' global permission and a configuration scope"
 
+    @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """One row: systemInfo, then the licence endpoints or a count of licensed users."""
         info = self.fetch_json(f"{self.url_base}{self.path}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import quote
 
+from typing_extensions import override
+
 from tap_confluence.conform import conform, field_types
 from tap_confluence.errors import RouteGoneError, StreamAccessError
 from tap_confluence.http.stream import ConfluenceStream
@@ -74,6 +76,7 @@ class UsersStream(ConfluenceStream):
     #: Neither lookup can be used: accountStatus stays empty (already said once).
     _no_status = False
 
+    @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Licensed users then guests, enriched in user/bulk-sized batches."""
         progress = log_progress_every(5.0)

@@ -18,12 +18,13 @@ from urllib.parse import quote, urlsplit
 
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from typing_extensions import override
 
 from tap_confluence.errors import StreamAccessError
 from tap_confluence.http.paginators import CursorPaginator, NextLinkPaginator
 from tap_confluence.http.stream import ConfluenceStream
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
-from tap_confluence.sdk_compat import tap_of
+from tap_confluence.sdk_compat import StateAtOwnPoints, tap_of, write_state_now
 from tap_confluence.settings.rules import check_admin_settings
 from tap_confluence.streams.activity.ledger import (
     Latest,
@@ -77,7 +78,7 @@ class _HiddenUserError(FatalAPIError):
     """The Admin API will not show this key one user (403)."""
 
 
-class UserActivityStream(ConfluenceStream):
+class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
     """Each user's latest activity per source; rows only when a source shows something newer."""
 
     name = "user_activity"
@@ -88,8 +89,6 @@ class UserActivityStream(ConfluenceStream):
     # because a late activity may be older than the bookmark and still be news for its user.
     is_sorted = True
     check_sorted = False
-    # The stream writes STATE itself at points where the ledger is consistent.
-    STATE_MSG_FREQUENCY = 10**9
     page_size = 200
 
     @property
@@ -98,11 +97,13 @@ class UserActivityStream(ConfluenceStream):
         return check_admin_settings(self.config)
 
     @property
+    @override
     def partitions(self) -> list[dict[str, t.Any]]:
         """One state partition per source, so each resumes on its own bookmark."""
         sources = ["audit", "content", *(["admin"] if self.admin_enabled else [])]
         return [{"source": s} for s in sources]
 
+    @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Read one source and emit its users whose activity is newer than the ledger's."""
         source = str((context or {}).get("source"))
@@ -168,8 +169,7 @@ class UserActivityStream(ConfluenceStream):
 
     def _checkpoint(self) -> None:
         """Write STATE now: the ledger changed even when no row was emitted."""
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        write_state_now(self)
 
     def _row(self, account_id: str, source: str, at_ms: int, detail: str) -> dict[str, t.Any]:
         at = ms_to_iso(at_ms)
@@ -504,6 +504,7 @@ class UserActivityStream(ConfluenceStream):
                 break
         return best
 
+    @override
     def validate_status(
         self, response: requests.Response, *, governor: PageSizeGovernor | None = None
     ) -> None:

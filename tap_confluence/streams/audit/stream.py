@@ -12,6 +12,7 @@ import zlib
 
 import msgspec
 from singer_sdk.exceptions import FatalAPIError
+from typing_extensions import override
 
 from tap_confluence.http.client import sent_limit
 from tap_confluence.http.limits import PageSizeGovernor, RequestGate
@@ -206,6 +207,7 @@ class AuditRecordsStream(ConfluenceStream):
     #: The newest dated record emitted since the bookmark last moved.
     _newest_dated: dict[str, t.Any] | None = None
 
+    @override
     def _increment_stream_state(
         self, latest_record: dict[str, t.Any], *, context: Context | None = None
     ) -> None:
@@ -263,6 +265,7 @@ class AuditRecordsStream(ConfluenceStream):
         """Fetch audit pages for one walk, as this stream or as ``caller`` (user_activity)."""
         return AuditFetcher(self, f"{self.url_base}{self.path}", caller or self)
 
+    @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         lo, until = self.window_bounds(context)
