@@ -8,9 +8,10 @@ import sys
 from dataclasses import fields
 
 from simulator.auth import Credentials
-from simulator.data import DataOptions, parse_when
 from simulator.faults import FaultConfig
-from simulator.server import Simulator, make_server
+from simulator.options import DataOptions, parse_when
+from simulator.server import make_server
+from simulator.site import Simulator
 from simulator.strict import Strictness
 
 FAULT_HELP = {

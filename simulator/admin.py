@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from simulator.web import HTTPError, Request, Response, gateway_error, json_response
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 LAST_ACTIVE = re.compile(
     r"^/admin/v1/orgs/(?P<org>[^/]+)/directory/users/(?P<account>[^/]+)/last-active-dates$"

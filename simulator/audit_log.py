@@ -21,7 +21,7 @@ from simulator.hashing import strings
 from simulator.vocab import EVENTS, SPACES
 
 if TYPE_CHECKING:
-    from simulator.data import DataOptions
+    from simulator.options import DataOptions
 
 
 @dataclass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +23,7 @@ from simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 SEARCH_USER_CAP = 10_000
 USER_LIMIT = 200
@@ -269,35 +267,6 @@ def group_members(sim: Simulator, req: Request) -> Response:
 
 
 # ---- audit ------------------------------------------------------------------------------
-
-
-class PageCache:
-    """An LRU of encoded audit pages bounded by bytes: a warm page costs a dict lookup."""
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.lock = threading.Lock()
-        self.items: OrderedDict[tuple[int, ...], tuple[bytes, int]] = OrderedDict()
-
-    def get(self, key: tuple[int, ...]) -> tuple[bytes, int] | None:
-        """Return a cached page and mark it recently used."""
-        with self.lock:
-            hit = self.items.get(key)
-            if hit is not None:
-                self.items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[int, ...], value: tuple[bytes, int]) -> None:
-        """Store a page, dropping the least recently used ones beyond the byte budget."""
-        with self.lock:
-            if key in self.items:
-                return
-            self.items[key] = value
-            self.bytes += len(value[0])
-            while self.bytes > self.max_bytes and self.items:
-                _, (old, _) = self.items.popitem(last=False)
-                self.bytes -= len(old)
 
 
 def _epoch_arg(req: Request, name: str, default: int) -> int:

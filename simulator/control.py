@@ -20,7 +20,7 @@ from simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 Body = dict[str, Any]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from simulator.audit_log import AuditMixin, Extra
 from simulator.hashing import mix
+from simulator.options import DataOptions
 from simulator.vocab import CONTENT_TYPES, EMOJI, FIRST, LAST, SPACES, TIMEZONES
 
 
@@ -21,34 +22,6 @@ def iso_ms(ms: int) -> str:
     """Format epoch milliseconds as the ISO 8601 UTC string Confluence uses."""
     dt = datetime.fromtimestamp(ms / 1000, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-def parse_when(value: str | int) -> int:
-    """Parse an ISO date/datetime or epoch-ms value into epoch milliseconds."""
-    if isinstance(value, int) or str(value).lstrip("-").isdigit():
-        return int(value)
-    text = str(value).replace("Z", "+00:00")
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
-
-
-@dataclass
-class DataOptions:
-    """Sizes and seed the data set is derived from."""
-
-    seed: int = 42
-    users: int = 250
-    guests: int = 12
-    groups: int = 12
-    memberships_per_user: int = 2
-    audit_records: int = 2500
-    audit_start: int = parse_when("2026-01-01T00:00:00Z")
-    audit_end: int = parse_when("2026-11-01T00:00:00Z")
-    content: int = 300
-    max_users: int | None = None
-    site_url: str = ""
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from simulator.web import HTTPError, Request, Response, gateway_error, json_response
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 
 def token(sim: Simulator, req: Request) -> Response:

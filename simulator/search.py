@@ -22,7 +22,7 @@ from simulator.web import (
 )
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 250

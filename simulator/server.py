@@ -9,7 +9,6 @@ import re
 import socket
 import struct
 import sys
-import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,10 +16,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from simulator import admin, confluence, control, oauth
-from simulator.auth import SEED_SCOPES, Credentials, Principal, TokenStore, parse_basic
-from simulator.data import DataOptions, Dataset
-from simulator.faults import Decision, FaultConfig, FaultInjector
-from simulator.strict import LIST_ROUTES, Quota, Strictness
+from simulator.faults import Decision
+from simulator.site import Simulator
+from simulator.strict import LIST_ROUTES
 from simulator.web import (
     HTTPError,
     Request,
@@ -41,207 +39,66 @@ ROOT_ROUTES: dict[str, tuple[str, Any]] = {
 }
 
 
-class Simulator:
-    """Shared state of one simulated Atlassian cloud: data, tokens, faults, counters."""
-
-    def __init__(
-        self,
-        data_opts: DataOptions,
-        creds: Credentials | None = None,
-        faults: FaultConfig | None = None,
-        *,
-        token_ttl: int = 3600,
-        reuse_leeway: int = 600,
-        verbose: bool = False,
-        page_cache_mb: int = 1024,
-        strict: Strictness | None = None,
-    ) -> None:
-        self.creds = creds or Credentials()
-        self.data_opts = data_opts
-        self.data: Dataset | Any = None
-        self.tokens: TokenStore = TokenStore(
-            self.creds, token_ttl=token_ttl, reuse_leeway=reuse_leeway
-        )
-        self.faults = FaultInjector(data_opts.seed, faults)
-        self.page_cache = confluence.PageCache(page_cache_mb << 20)
-        self.verbose = verbose
-        self.stats_lock = threading.Lock()
-        self.requests: dict[str, int] = {}
-        self.responses: dict[str, dict[str, int]] = {}
-        self.site_url = data_opts.site_url
-        #: Route name -> results served instead of the data set (POST /_sim/payload).
-        self.payloads: dict[str, list[Any]] = {}
-        #: Route name -> a whole body served as is (POST /_sim/raw): wrong shapes, huge bodies.
-        self.raw_bodies: dict[str, dict[str, Any]] = {}
-        self.strict = strict or Strictness()
-        self.quota = Quota()
-        #: Consecutive failed Basic logins per email, and the emails that now need a CAPTCHA.
-        self.failed_logins: dict[str, int] = {}
-        self.failed_logins_total = 0
-        self.captcha_locked: set[str] = set()
-
-    def bind(self, url: str) -> None:
-        """Build the data once the listening URL (used in links) is known."""
-        self.url = url
-        if not self.site_url:
-            self.site_url = url
-            self.data_opts.site_url = url
-        self.data = Dataset(self.data_opts)
-
-    def count(self, route: str) -> None:
-        """Count one request to a named route."""
-        with self.stats_lock:
-            self.requests[route] = self.requests.get(route, 0) + 1
-
-    def count_status(self, route: str, status: int) -> None:
-        """Count one response status for a route."""
-        with self.stats_lock:
-            by_status = self.responses.setdefault(route, {})
-            by_status[str(status)] = by_status.get(str(status), 0) + 1
-
-    def stats(self) -> dict[str, Any]:
-        """Return the counters the control API reports."""
-        with self.stats_lock:
-            requests = dict(self.requests)
-            responses = {k: dict(v) for k, v in self.responses.items()}
-        return {
-            "requests": requests,
-            "responses": responses,
-            "total_requests": sum(requests.values()),
-            "refreshes": self.tokens.refreshes,
-            "refresh_failures": self.tokens.refresh_failures,
-            "revoked_families": self.tokens.revoked_families,
-            "faults_injected": dict(self.faults.injected),
-            "quota_refused": self.quota.refused,
-            "failed_logins": self.failed_logins_total,
-            "captcha_locked": sorted(self.captcha_locked),
-        }
-
-    def reset_stats(self) -> None:
-        """Zero every counter (tokens and data are kept)."""
-        with self.stats_lock:
-            self.requests = {}
-            self.responses = {}
-        t = self.tokens
-        t.refreshes = t.refresh_failures = t.revoked_families = 0
-        with self.faults.lock:
-            self.faults.injected = {}
-        self.quota.refused = 0
-        self.failed_logins_total = 0
-
-    # ---- authentication --------------------------------------------------------------------
-    def authenticate(self, req: Request, cloud: str | None) -> Principal:
-        """Apply Atlassian's rules: Bearer and scoped tokens at the gateway, classic at the site."""
-        header = req.headers.get("authorization", "")
-        scheme = header.split(" ", 1)[0].lower()
-        basic = parse_basic(header) if scheme == "basic" else None
-        if basic is not None and basic[0] in self.captcha_locked:
-            # Atlassian: after several failed logins the account must pass a CAPTCHA on the
-            # web before REST calls with its credentials work again.
-            raise HTTPError(
-                Response(
-                    401,
-                    b'{"message":"Basic authentication with passwords is deprecated or a CAPTCHA '
-                    b'is required; log in on the web first"}',
-                    {"X-Seraph-LoginReason": "AUTHENTICATION_DENIED"},
-                )
-            )
-        if req.via == "gateway":
-            if cloud != self.creds.cloud_id:
-                raise HTTPError(gateway_error(404, "Site not found for cloud id"))
-            if scheme == "bearer":
-                p = self.tokens.principal_for_bearer(header[7:].strip())
-                if p is None:
-                    raise HTTPError(gateway_error(401, "Unauthorized"))
-                return p
-            if basic == (self.creds.email, self.creds.scoped_token):
-                self._login_ok(basic[0])
-                return Principal("scoped", frozenset(SEED_SCOPES), admin=True, user_index=0)
-            self._login_failed(basic)
-            raise HTTPError(gateway_error(401, "Unauthorized"))
-        if basic == (self.creds.email, self.creds.classic_token):
-            self._login_ok(basic[0])
-            return Principal("classic", None, admin=True, user_index=0)
-        self._login_failed(basic)
-        # The site never accepts OAuth access tokens or scoped API tokens.
-        raise HTTPError(
-            confluence_error(401, "Client must be authenticated to access this resource.")
-        )
-
-    def _login_ok(self, email: str) -> None:
-        with self.stats_lock:
-            self.failed_logins.pop(email, None)
-
-    def _login_failed(self, basic: tuple[str, str] | None) -> None:
-        """Count a failed Basic login; enough in a row lock the email behind a CAPTCHA."""
-        if basic is None:
-            return
-        with self.stats_lock:
-            self.failed_logins_total += 1
-            failures = self.failed_logins.get(basic[0], 0) + 1
-            self.failed_logins[basic[0]] = failures
-            if self.strict.captcha_after and failures >= self.strict.captcha_after:
-                self.captcha_locked.add(basic[0])
-
-    def route(self, req: Request) -> tuple[str, Any]:
-        """Map a request to (route name, callable answering it)."""
-        path = req.path
-        if path in ROOT_ROUTES:
-            return ROOT_ROUTES[path]
-        if m := admin.LAST_ACTIVE.match(path):
+def route(req: Request) -> tuple[str, Any]:
+    """Map a request to (route name, callable answering it)."""
+    path = req.path
+    if path in ROOT_ROUTES:
+        return ROOT_ROUTES[path]
+    if m := admin.LAST_ACTIVE.match(path):
+        req.params.update(m.groupdict())
+        return "admin_last_active", admin.last_active_dates
+    cloud = None
+    if m := GATEWAY.match(path):
+        cloud, req.path, req.via = m.group("cloud"), m.group("rest"), "gateway"
+    for r in confluence.ROUTES:
+        if m := r.pattern.match(req.path):
             req.params.update(m.groupdict())
-            return "admin_last_active", admin.last_active_dates
-        cloud = None
-        if m := GATEWAY.match(path):
-            cloud, req.path, req.via = m.group("cloud"), m.group("rest"), "gateway"
-        for r in confluence.ROUTES:
-            if m := r.pattern.match(req.path):
-                req.params.update(m.groupdict())
-                return r.name, lambda sim, rq, r=r, cloud=cloud: sim.serve_confluence(r, rq, cloud)
-        return "not_found", lambda sim, rq: json_response(404, {"message": "Not Found"})
+            return r.name, lambda sim, rq, r=r, cloud=cloud: serve_confluence(sim, r, rq, cloud)
+    return "not_found", lambda sim, rq: json_response(404, {"message": "Not Found"})
 
-    def serve_confluence(
-        self, route: confluence.Route, req: Request, cloud: str | None
-    ) -> Response:
-        """Authenticate, check scopes and permissions, then run a Confluence route."""
-        if req.method not in route.methods:
-            return confluence_error(405, "Method Not Allowed")
-        if route.licence and req.via == "gateway":
-            # The private licence resource has no OAuth scope, so the gateway never serves it.
-            raise HTTPError(gateway_error(401, "Unauthorized"))
-        p = self.authenticate(req, cloud)
-        req.principal = p
-        strict = self.strict
-        if p.kind == "bearer" and strict.oauth_quota:
-            wait = self.quota.take(strict.oauth_quota, strict.quota_retry_after)
-            if wait is not None:
-                raise HTTPError(quota_response(wait, strict.oauth_quota))
-        if req.via == "gateway" and route.name in strict.v1_gone:
-            raise HTTPError(confluence.gone_error(req.path))
-        if strict.timeout_above and route.name in LIST_ROUTES:
-            asked = req.arg("limit")
-            if asked and asked.isdigit() and int(asked) > strict.timeout_above:
-                page = b"<html><head><title>504 Gateway Timeout</title></head></html>"
-                raise HTTPError(Response(504, page, content_type="text/html"))
-        if route.licence and p.kind != "classic":
-            raise HTTPError(confluence_error(401, "Unauthorized"))
-        if p.scopes is not None and not any(alt <= p.scopes for alt in route.scopes):
-            raise HTTPError(gateway_error(401, SCOPE_MISMATCH))
-        if route.admin and not p.admin:
-            raise HTTPError(
-                confluence_error(
-                    403,
-                    "com.atlassian.confluence.api.service.exceptions.PermissionException: "
-                    "User does not have permission to view the audit log",
-                )
+
+def serve_confluence(
+    sim: Simulator, route: confluence.Route, req: Request, cloud: str | None
+) -> Response:
+    """Authenticate, check scopes and permissions, then run a Confluence route."""
+    if req.method not in route.methods:
+        return confluence_error(405, "Method Not Allowed")
+    if route.licence and req.via == "gateway":
+        # The private licence resource has no OAuth scope, so the gateway never serves it.
+        raise HTTPError(gateway_error(401, "Unauthorized"))
+    p = sim.authenticate(req, cloud)
+    req.principal = p
+    strict = sim.strict
+    if p.kind == "bearer" and strict.oauth_quota:
+        wait = sim.quota.take(strict.oauth_quota, strict.quota_retry_after)
+        if wait is not None:
+            raise HTTPError(quota_response(wait, strict.oauth_quota))
+    if req.via == "gateway" and route.name in strict.v1_gone:
+        raise HTTPError(confluence.gone_error(req.path))
+    if strict.timeout_above and route.name in LIST_ROUTES:
+        asked = req.arg("limit")
+        if asked and asked.isdigit() and int(asked) > strict.timeout_above:
+            page = b"<html><head><title>504 Gateway Timeout</title></head></html>"
+            raise HTTPError(Response(504, page, content_type="text/html"))
+    if route.licence and p.kind != "classic":
+        raise HTTPError(confluence_error(401, "Unauthorized"))
+    if p.scopes is not None and not any(alt <= p.scopes for alt in route.scopes):
+        raise HTTPError(gateway_error(401, SCOPE_MISMATCH))
+    if route.admin and not p.admin:
+        raise HTTPError(
+            confluence_error(
+                403,
+                "com.atlassian.confluence.api.service.exceptions.PermissionException: "
+                "User does not have permission to view the audit log",
             )
-        raw = self.raw_bodies.get(route.name)
-        if raw is not None:
-            return control.raw_response(raw)
-        override = self.payloads.get(route.name)
-        if override is not None:
-            return control.payload_response(self, req, override)
-        return route.handler(self, req)
+        )
+    raw = sim.raw_bodies.get(route.name)
+    if raw is not None:
+        return control.raw_response(raw)
+    override = sim.payloads.get(route.name)
+    if override is not None:
+        return control.payload_response(sim, req, override)
+    return route.handler(sim, req)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -291,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
         if parts.path.startswith("/_sim/"):
             self.send(control.handle(self.sim, req))
             return
-        name, func = self.sim.route(req)
+        name, func = route(req)
         self.sim.count(name)
         decision = self.sim.faults.decide(name)
         if decision.latency_ms:

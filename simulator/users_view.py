@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from simulator.site import Simulator
 
 #: Routes whose user objects come from the search index, which (on Cloud) carries no
 #: time zone; the rest read the user directly.

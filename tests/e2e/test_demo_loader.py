@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from simulator.data import DataOptions, Dataset
+from simulator.data import Dataset
+from simulator.options import DataOptions
 from simulator.process import ALL_SCOPES
 from tests.support.meltano import (
     REPO,
