@@ -190,7 +190,7 @@ class Dataset(AuditMixin):
         """
         with self.lock:
             self.removed.add(i)
-            self.members = [[m for m in group if m != i] for group in self.members]
+            self.members: list[list[int]] = [[m for m in group if m != i] for group in self.members]
 
     def last_active_date(self, i: int) -> str | None:
         """Return the Admin API's last active date for user i, or None if never active."""
