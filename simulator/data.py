@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from typing_extensions import override
+
 from simulator.audit_log import AuditMixin, Extra
 from simulator.hashing import mix
 from simulator.options import DataOptions
@@ -48,6 +50,7 @@ class Dataset(AuditMixin):
         self._event_fragments = self._build_event_fragments()
 
     # ---- hashing -------------------------------------------------------------------------
+    @override
     def h(self, kind: int, i: int) -> int:
         """Return the hash of (seed, kind, i); kinds keep unrelated choices independent."""
         return mix(self._seed ^ mix((kind << 40) ^ i))
@@ -67,6 +70,7 @@ class Dataset(AuditMixin):
         return f"5{a:015x}{b:08x}"[:24]
 
     @cache  # noqa: B019
+    @override
     def user_core(self, i: int) -> dict[str, Any]:
         """Return user i's fields shared by every route (no accountStatus)."""
         h = self.h(3, i)
@@ -163,7 +167,7 @@ class Dataset(AuditMixin):
         """
         with self.lock:
             self.removed.add(i)
-            self.members = [[m for m in group if m != i] for group in self.members]
+            self.members: list[list[int]] = [[m for m in group if m != i] for group in self.members]
 
     def last_active_date(self, i: int) -> str | None:
         """Return the Admin API's last active date for user i, or None if never active."""

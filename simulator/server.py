@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from typing_extensions import override
+
 from simulator import admin, confluence, control, oauth
 from simulator.faults import Decision
 from simulator.site import Simulator
@@ -112,6 +114,7 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     sim: Simulator
 
+    @override
     def log_message(self, format: str, *args: Any) -> None:
         if self.sim.verbose:
             super().log_message(format, *args)

@@ -55,7 +55,9 @@ def postgres() -> Iterator[ThrowawayPostgres]:
 
 
 @pytest.fixture(scope="session")
-def start_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def start_simulator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., SimulatorProcess]]:
     """Start simulators as processes (`start_simulator(seed=42, ...)`); all stop at session end."""
     started: list[SimulatorProcess] = []
 
@@ -122,7 +124,7 @@ def token_db_url(postgres: ThrowawayPostgres) -> str:
 
 
 @pytest.fixture
-def token_server() -> Iterator[Any]:
+def token_server() -> Iterator[Callable[..., TokenServer]]:
     """Start loopback token servers (`token_server(delay=...)`); all stop after the test."""
     started: list[TokenServer] = []
 

@@ -14,14 +14,17 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 import requests
+from typing_extensions import override
 
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.crypto import TokenCipher, new_key
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
@@ -56,11 +59,11 @@ def _start(group_args: list[str], args: list[str], env: dict[str, str]) -> Login
 
 
 @pytest.fixture
-def login_runner():
+def login_runner() -> Iterator[Callable[..., LoginProcess]]:
     """Start `login` processes (args, env[, group_args]); any left running is killed after."""
     started: list[LoginProcess] = []
 
-    def start(args, env, group_args=()):
+    def start(args: list[str], env: dict[str, str], group_args: Sequence[str] = ()) -> LoginProcess:
         process = _start(list(group_args), args, env)
         started.append(process)
         return process
@@ -74,7 +77,7 @@ def _query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-def _url_or_end(login, timeout: float = 60) -> str | None:
+def _url_or_end(login: LoginProcess, timeout: float = 60) -> str | None:
     """The consent address, or None when login ended before printing one."""
     while True:
         line = login.lines.get(timeout=timeout)
@@ -87,7 +90,9 @@ def _url_or_end(login, timeout: float = 60) -> str | None:
 # ---- item 12: the callback server ----------------------------------------------------------
 
 
-def test_idle_local_connections_do_not_hold_the_callback_back(login_runner, simulator, tmp_path):
+def test_idle_local_connections_do_not_hold_the_callback_back(
+    login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     login = login_runner(
         ["--port", "0", "--timeout", "20", "--token-store-path", f"{store_dir}/"],
@@ -114,7 +119,9 @@ def test_idle_local_connections_do_not_hold_the_callback_back(login_runner, simu
     assert sorted(p.name for p in store_dir.glob("*.json")) == [f"{simulator.cloud_id}.json"]
 
 
-def test_a_localhost_callback_is_answered_on_ipv6_loopback_too(login_runner, simulator, tmp_path):
+def test_a_localhost_callback_is_answered_on_ipv6_loopback_too(
+    login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
@@ -141,7 +148,9 @@ def test_a_localhost_callback_is_answered_on_ipv6_loopback_too(login_runner, sim
 @pytest.mark.parametrize(
     "redirect", ["http://localhost:99999/callback", "http://localhost:port/callback"]
 )
-def test_a_bad_redirect_uri_port_is_one_sentence(simulator, tmp_path, redirect):
+def test_a_bad_redirect_uri_port_is_one_sentence(
+    simulator: SimulatorProcess, tmp_path: Path, redirect: str
+) -> None:
     result = run_cli(
         ["login", "--no-browser", "--redirect-uri", redirect], sim_env(simulator, tmp_path)
     )
@@ -188,6 +197,7 @@ class _HostileAtlassian:
                     [{"id": outer.site_id, "name": "x", "url": "https://x.example", "scopes": []}]
                 )
 
+            @override
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -210,8 +220,8 @@ def hostile() -> Iterator[_HostileAtlassian]:
 
 
 def test_a_site_id_that_is_a_path_is_refused_before_anything_is_written(
-    login_runner, hostile, tmp_path
-):
+    login_runner: Callable[..., LoginProcess], hostile: _HostileAtlassian, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "deep" / "er" / "tokens"
     env = clean_env(
         tmp_path,
@@ -233,7 +243,9 @@ def test_a_site_id_that_is_a_path_is_refused_before_anything_is_written(
     assert "fake-refresh-hostile-1" not in out + err
 
 
-def test_a_cloud_id_flag_that_is_a_path_is_one_sentence(simulator, tmp_path):
+def test_a_cloud_id_flag_that_is_a_path_is_one_sentence(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     result = run_cli(
         ["login", "--no-browser", "--port", "0", "--timeout", "5", "--cloud-id", "../x",
          "--token-store-path", f"{tmp_path}/tokens/"],
@@ -263,7 +275,9 @@ def _sealed_store(path: Path, key: str) -> TokenRecord:
     return record
 
 
-def test_login_without_the_key_refuses_to_replace_a_sealed_store(login_runner, simulator, tmp_path):
+def test_login_without_the_key_refuses_to_replace_a_sealed_store(
+    login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     path = store_dir / f"{simulator.cloud_id}.json"
     _sealed_store(path, new_key())
@@ -283,8 +297,8 @@ def test_login_without_the_key_refuses_to_replace_a_sealed_store(login_runner, s
 
 
 def test_login_with_force_replaces_a_sealed_store_but_keeps_its_fingerprints(
-    login_runner, simulator, tmp_path
-):
+    login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     path = store_dir / f"{simulator.cloud_id}.json"
     old = _sealed_store(path, new_key())
@@ -301,15 +315,15 @@ def test_login_with_force_replaces_a_sealed_store_but_keeps_its_fingerprints(
 # ---- issue 15 item 12: check verifies client_secret without spending the refresh token -------
 
 
-def _check(tmp_path, config) -> subprocess.CompletedProcess:
+def _check(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     path = tmp_path / f"check-config-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(config))
     return run_cli(["check", "--config", str(path)], clean_env(tmp_path))
 
 
 def test_check_with_a_wrong_client_secret_fails_while_a_cached_token_is_valid(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("oauth", token_store_path=str(tmp_path / "store" / "tokens.json"))
     first = _check(tmp_path, config)
@@ -337,7 +351,12 @@ def test_check_with_a_wrong_client_secret_fails_while_a_cached_token_is_valid(
 # ---- issue 15 item 13: what login prints works with Meltano 4 ------------------------------
 
 
-def _login_output(login_runner, group_args, args, env) -> str:
+def _login_output(
+    login_runner: Callable[..., LoginProcess],
+    group_args: list[str],
+    args: list[str],
+    env: dict[str, str],
+) -> str:
     login = login_runner(["--port", "0", *args], env, group_args)
     url = login.authorization_url()
     scopes = _query(url)["scope"].split()
@@ -354,8 +373,8 @@ def _meltano_lines(out: str) -> list[str]:
 
 
 def test_login_prints_meltano_4_commands_for_the_plugin_its_prefix_names(
-    login_runner, simulator, tmp_path
-):
+    login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     prefix = "TAP_CONFLUENCE__SITE_B_"
     env = clean_env(
         tmp_path,
@@ -397,8 +416,12 @@ def test_login_prints_meltano_4_commands_for_the_plugin_its_prefix_names(
      ("cloud.json", "tap-confluence")],
 )  # fmt: skip
 def test_login_names_the_plugin_from_the_store_file_without_a_prefix(
-    login_runner, simulator, tmp_path, store_name, plugin
-):
+    login_runner: Callable[..., LoginProcess],
+    simulator: SimulatorProcess,
+    tmp_path: Path,
+    store_name: str,
+    plugin: str,
+) -> None:
     store = tmp_path / ".meltano" / "tokens" / store_name
     out = _login_output(
         login_runner, [], ["--token-store-path", str(store)], sim_env(simulator, tmp_path)
@@ -409,7 +432,7 @@ def test_login_names_the_plugin_from_the_store_file_without_a_prefix(
         assert line.startswith(f"meltano config set {plugin} "), line
 
 
-def test_readme_shows_a_headless_login_over_an_ssh_tunnel():
+def test_readme_shows_a_headless_login_over_an_ssh_tunnel() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## Getting credentials with tap-confluence-auth", 1)[1]
     section = section.split("\n## ", 1)[0]

@@ -9,16 +9,20 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
 
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import seed_fingerprint
 from tests.support.auth_cli import (
     CLI,
     REPO_ROOT,
+    LoginProcess,
     issued_secrets,
     run_cli,
     sim_env,
@@ -27,14 +31,15 @@ from tests.support.auth_cli import (
 from tests.support.tap_cli import run_tap
 
 SMALL = {"users": 4, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}
+LoginRunner = Callable[[list[str], dict[str, str]], LoginProcess]
 
 
 @pytest.fixture
-def login_runner():
+def login_runner() -> Iterator[LoginRunner]:
     """Start `login` processes; any still running after the test is killed."""
-    started = []
+    started: list[LoginProcess] = []
 
-    def start(args, env):
+    def start(args: list[str], env: dict[str, str]) -> LoginProcess:
         process = start_login(args, env)
         started.append(process)
         return process
@@ -44,7 +49,7 @@ def login_runner():
         process.stop()
 
 
-def _store_files(directory):
+def _store_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("*.json")) if directory.exists() else []
 
 
@@ -59,8 +64,8 @@ def _with_state(url: str, state: str) -> str:
 
 
 def test_login_stores_a_refresh_token_the_tap_then_syncs_with(
-    login_runner, simulator_factory, tmp_path
-):
+    login_runner: LoginRunner, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     store_dir = tmp_path / "tokens"
     login = login_runner(
@@ -111,7 +116,9 @@ def test_login_stores_a_refresh_token_the_tap_then_syncs_with(
     assert len(run.records("audit_records")) == SMALL["audit_records"]
 
 
-def test_login_twice_gives_each_attempt_its_own_state(login_runner, simulator, tmp_path):
+def test_login_twice_gives_each_attempt_its_own_state(
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     env = sim_env(simulator, tmp_path)
     states = []
     for attempt in range(2):
@@ -127,8 +134,8 @@ def test_login_twice_gives_each_attempt_its_own_state(login_runner, simulator, t
 
 
 def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(
-    login_runner, simulator, tmp_path
-):
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     login = login_runner(
         ["--port", "0", "--timeout", "6", "--token-store-path", f"{store_dir}/"],
@@ -164,7 +171,9 @@ def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(
     assert exchange.status_code == 200
 
 
-def test_the_genuine_callback_still_works_after_a_forged_one(login_runner, simulator, tmp_path):
+def test_the_genuine_callback_still_works_after_a_forged_one(
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     login = login_runner(
         ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(simulator, tmp_path)
@@ -177,7 +186,9 @@ def test_the_genuine_callback_still_works_after_a_forged_one(login_runner, simul
     assert _store_files(store_dir) == [f"{simulator.cloud_id}.json"]
 
 
-def test_an_idle_connection_does_not_block_the_callback(login_runner, simulator, tmp_path):
+def test_an_idle_connection_does_not_block_the_callback(
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     login = login_runner(
         ["--port", "0", "--token-store-path", f"{store_dir}/"], sim_env(simulator, tmp_path)
@@ -193,8 +204,8 @@ def test_an_idle_connection_does_not_block_the_callback(login_runner, simulator,
 
 
 def test_denied_consent_ends_with_one_sentence_and_stores_nothing(
-    login_runner, simulator, tmp_path
-):
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     simulator.control("consent", {"consent": "deny"})
     store_dir = tmp_path / "tokens"
     login = login_runner(
@@ -211,7 +222,9 @@ def test_denied_consent_ends_with_one_sentence_and_stores_nothing(
     assert _store_files(store_dir) == []
 
 
-def test_port_in_use_gives_one_sentence_suggesting_port(simulator, tmp_path):
+def test_port_in_use_gives_one_sentence_suggesting_port(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -227,7 +240,9 @@ def test_port_in_use_gives_one_sentence_suggesting_port(simulator, tmp_path):
     assert "/authorize?" not in result.stdout  # no consent is started that could not finish
 
 
-def test_secret_on_the_command_line_warns_and_is_never_echoed(simulator, tmp_path):
+def test_secret_on_the_command_line_warns_and_is_never_echoed(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     env = sim_env(simulator, tmp_path)
     del env["TAP_CONFLUENCE_CLIENT_SECRET"]
     result = run_cli(
@@ -241,7 +256,9 @@ def test_secret_on_the_command_line_warns_and_is_never_echoed(simulator, tmp_pat
     assert "fake-cli-secret-value" not in result.stdout + result.stderr
 
 
-def test_missing_client_secret_without_a_terminal_says_which_variable(simulator, tmp_path):
+def test_missing_client_secret_without_a_terminal_says_which_variable(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     env = sim_env(simulator, tmp_path)
     del env["TAP_CONFLUENCE_CLIENT_SECRET"]
     result = run_cli(["login", "--no-browser", "--port", "0"], env)
@@ -253,8 +270,8 @@ def test_missing_client_secret_without_a_terminal_says_which_variable(simulator,
 
 
 def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(
-    login_runner, simulator, tmp_path
-):
+    login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     store_dir = tmp_path / "tokens"
     env = sim_env(simulator, tmp_path, TAP_CONFLUENCE_CLIENT_SECRET="fake-wrong-secret")
     login = login_runner(["--port", "0", "--token-store-path", f"{store_dir}/"], env)
@@ -267,8 +284,8 @@ def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(
 
 
 def test_login_again_makes_a_stale_configured_refresh_token_lose(
-    login_runner, simulator_factory, tmp_path
-):
+    login_runner: LoginRunner, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     store = tmp_path / "store.json"
     first = run_tap(tmp_path, sim.tap_config("oauth", token_store_path=str(store)))
@@ -294,7 +311,9 @@ def test_login_again_makes_a_stale_configured_refresh_token_lose(
         ("http://localhost:8790/callback?x=1", "must be a plain http URL on localhost"),
     ],
 )
-def test_redirect_uri_must_be_loopback_http(simulator, tmp_path, redirect, sentence):
+def test_redirect_uri_must_be_loopback_http(
+    simulator: SimulatorProcess, tmp_path: Path, redirect: str, sentence: str
+) -> None:
     result = run_cli(
         ["login", "--no-browser", "--redirect-uri", redirect], sim_env(simulator, tmp_path)
     )
@@ -317,7 +336,9 @@ def _read_until(fd: int, needle: bytes, seen: bytearray, limit: float = 60) -> N
         seen += chunk
 
 
-def test_on_a_terminal_the_client_secret_is_prompted_without_echo(simulator, tmp_path):
+def test_on_a_terminal_the_client_secret_is_prompted_without_echo(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     env = sim_env(simulator, tmp_path)
     del env["TAP_CONFLUENCE_CLIENT_SECRET"]
     store_dir = tmp_path / "tokens"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from simulator.auth import SEED_SCOPES
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.location import store_files
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
@@ -29,7 +32,7 @@ def _login_record(refresh_token: str, cloud_id: str, superseded: list[str]) -> T
     )
 
 
-def test_records_written_before_cloud_id_was_kept_still_load(tmp_path):
+def test_records_written_before_cloud_id_was_kept_still_load(tmp_path: Path) -> None:
     old = {
         "version": 1,
         "refresh_token": "fake-rotated-9",
@@ -46,7 +49,7 @@ def test_records_written_before_cloud_id_was_kept_still_load(tmp_path):
     assert record.superseded_seeds == []
 
 
-def test_store_files_lists_store_json_files_of_a_directory_or_one_file(tmp_path):
+def test_store_files_lists_store_json_files_of_a_directory_or_one_file(tmp_path: Path) -> None:
     for name in ("b.json", "a.json", ".a.json.123.tmp", "a.json.lock", ".hidden.json"):
         (tmp_path / name).write_text("{}")
     assert [p.name for p in store_files(str(tmp_path))] == ["a.json", "b.json"]
@@ -54,12 +57,14 @@ def test_store_files_lists_store_json_files_of_a_directory_or_one_file(tmp_path)
     assert store_files(str(tmp_path / "missing.json")) == []
 
 
-def test_oauth_without_refresh_token_is_a_valid_combination():
+def test_oauth_without_refresh_token_is_a_valid_combination() -> None:
     plan = resolve_auth({"cloud_id": "c1", "client_id": "x", "client_secret": "fake-secret"})
     assert plan.mode is AuthMode.OAUTH
 
 
-def test_tap_syncs_from_a_login_written_store_without_refresh_token(simulator_factory, tmp_path):
+def test_tap_syncs_from_a_login_written_store_without_refresh_token(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     token = sim.control("grant", {"scopes": SEED_SCOPES})["refresh_token"]
     store_path = tmp_path / "store.json"
@@ -77,7 +82,9 @@ def test_tap_syncs_from_a_login_written_store_without_refresh_token(simulator_fa
     assert rotated.cloud_id == sim.cloud_id
 
 
-def test_tap_without_refresh_token_or_store_says_to_run_login(simulator, tmp_path):
+def test_tap_without_refresh_token_or_store_says_to_run_login(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     config = simulator.tap_config("oauth", token_store_path=str(tmp_path / "empty.json"))
     del config["refresh_token"]
     run = run_tap(tmp_path, config)
@@ -87,7 +94,9 @@ def test_tap_without_refresh_token_or_store_says_to_run_login(simulator, tmp_pat
     assert "Traceback" not in run.stderr
 
 
-def test_configured_token_replaced_by_a_later_consent_is_not_spent(simulator_factory, tmp_path):
+def test_configured_token_replaced_by_a_later_consent_is_not_spent(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     seed = sim.creds.seed_refresh_token
     token = sim.control("grant", {"scopes": SEED_SCOPES})["refresh_token"]
@@ -103,7 +112,9 @@ def test_configured_token_replaced_by_a_later_consent_is_not_spent(simulator_fac
 
 
 @pytest.mark.parametrize("stale", [False, True])
-def test_a_configured_token_new_to_the_store_still_wins(simulator_factory, tmp_path, stale):
+def test_a_configured_token_new_to_the_store_still_wins(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path, stale: bool
+) -> None:
     sim = simulator_factory(**SMALL)
     seed = sim.creds.seed_refresh_token
     token = sim.control("grant", {"scopes": SEED_SCOPES})["refresh_token"]

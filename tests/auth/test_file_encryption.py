@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.location import open_store
@@ -32,13 +35,13 @@ def _record(token: str = "fake-rotated-token-1") -> TokenRecord:  # noqa: S107
     )
 
 
-def _file_store(path, key: str | None = KEY) -> FileTokenStore:
+def _file_store(path: Path, key: str | None = KEY) -> FileTokenStore:
     store = open_store(cloud_id="c", client_id="x", token_store_path=str(path), token_store_key=key)
     assert isinstance(store, FileTokenStore)
     return store
 
 
-def test_with_a_key_the_file_holds_only_sealed_tokens_and_reads_back(tmp_path):
+def test_with_a_key_the_file_holds_only_sealed_tokens_and_reads_back(tmp_path: Path) -> None:
     store = _file_store(tmp_path / "c.json")
     with store.session() as session:
         session.save(_record())
@@ -50,7 +53,7 @@ def test_with_a_key_the_file_holds_only_sealed_tokens_and_reads_back(tmp_path):
         assert session.load() == _record()
 
 
-def test_a_plaintext_file_is_read_with_a_key_and_sealed_at_its_next_save(tmp_path):
+def test_a_plaintext_file_is_read_with_a_key_and_sealed_at_its_next_save(tmp_path: Path) -> None:
     with _file_store(tmp_path / "c.json", key=None).session() as session:
         session.save(_record())
     assert "fake-rotated-token-1" in (tmp_path / "c.json").read_text()
@@ -61,7 +64,9 @@ def test_a_plaintext_file_is_read_with_a_key_and_sealed_at_its_next_save(tmp_pat
     assert "fake-rotated-token-1" not in (tmp_path / "c.json").read_text()
 
 
-def test_a_sealed_file_without_the_key_is_one_sentence_never_a_plaintext_guess(tmp_path):
+def test_a_sealed_file_without_the_key_is_one_sentence_never_a_plaintext_guess(
+    tmp_path: Path,
+) -> None:
     with _file_store(tmp_path / "c.json").session() as session:
         session.save(_record())
     with (
@@ -76,7 +81,7 @@ def test_a_sealed_file_without_the_key_is_one_sentence_never_a_plaintext_guess(t
         session.load()
 
 
-def test_status_can_read_the_dates_of_a_sealed_file_without_the_key(tmp_path):
+def test_status_can_read_the_dates_of_a_sealed_file_without_the_key(tmp_path: Path) -> None:
     with _file_store(tmp_path / "c.json").session() as session:
         session.save(_record())
     record = FileTokenStore(tmp_path / "c.json").read(need_tokens=False)
@@ -85,14 +90,14 @@ def test_status_can_read_the_dates_of_a_sealed_file_without_the_key(tmp_path):
     assert record.refresh_token == ""
 
 
-def test_a_file_moved_to_postgresql_refuses_to_be_used(tmp_path):
+def test_a_file_moved_to_postgresql_refuses_to_be_used(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"moved_to": "postgresql://tap@db/x", "moved_at": "2026-11-29"}))
     with pytest.raises(TokenStoreError, match="was moved to postgresql://tap@db/x on 2026-11-29"):
         FileTokenStore(path).read()
 
 
-def test_a_tampered_sealed_value_is_detected(tmp_path):
+def test_a_tampered_sealed_value_is_detected(tmp_path: Path) -> None:
     with _file_store(tmp_path / "c.json").session() as session:
         session.save(_record())
     data = json.loads((tmp_path / "c.json").read_text())
@@ -106,8 +111,8 @@ def test_a_tampered_sealed_value_is_detected(tmp_path):
 
 
 def test_the_tap_runs_with_an_encrypted_file_store_and_never_writes_a_token_in_clear(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(users=4, guests=1, groups=2, audit_records=10, content=2)
     config = sim.tap_config("oauth", token_store_key=KEY)
     for _ in range(2):

@@ -6,6 +6,7 @@ import json
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ def _record(token: str = "fake-rotated-1") -> TokenRecord:  # noqa: S107
     )
 
 
-def test_saved_record_reads_back_with_mode_0600_in_a_0700_directory(tmp_path):
+def test_saved_record_reads_back_with_mode_0600_in_a_0700_directory(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path / "state" / "cloud.json")
     with store.session() as session:
         assert session.load() is None
@@ -37,7 +38,7 @@ def test_saved_record_reads_back_with_mode_0600_in_a_0700_directory(tmp_path):
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["cloud.json", "cloud.json.lock"]
 
 
-def test_store_keeps_only_a_fingerprint_of_the_configured_token(tmp_path):
+def test_store_keeps_only_a_fingerprint_of_the_configured_token(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path / "cloud.json")
     with store.session() as session:
         session.save(_record())
@@ -51,7 +52,9 @@ def test_store_keeps_only_a_fingerprint_of_the_configured_token(tmp_path):
     ("content", "why"),
     [("{not json", "not valid JSON"), ('{"refresh_token": 5}', "lacks the token fields")],
 )
-def test_corrupt_store_gives_one_sentence_naming_the_file_and_the_fix(tmp_path, content, why):
+def test_corrupt_store_gives_one_sentence_naming_the_file_and_the_fix(
+    tmp_path: Path, content: str, why: str
+) -> None:
     path = tmp_path / "cloud.json"
     path.write_text(content)
     with pytest.raises(TokenStoreError) as info, FileTokenStore(path).session() as session:
@@ -62,7 +65,7 @@ def test_corrupt_store_gives_one_sentence_naming_the_file_and_the_fix(tmp_path, 
     assert "set refresh_token to a fresh token" in message
 
 
-def test_unwritable_location_is_reported_before_anything_is_saved(tmp_path):
+def test_unwritable_location_is_reported_before_anything_is_saved(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     # The parent "directory" is a regular file, so nothing can ever be written there
@@ -73,7 +76,7 @@ def test_unwritable_location_is_reported_before_anything_is_saved(tmp_path):
     assert str(blocker / "cloud.json") in str(info.value)
 
 
-def test_lock_is_held_for_the_whole_session(tmp_path):
+def test_lock_is_held_for_the_whole_session(tmp_path: Path) -> None:
     store = FileTokenStore(tmp_path / "cloud.json")
     order: list[str] = []
     inside = threading.Event()
@@ -94,7 +97,7 @@ def test_lock_is_held_for_the_whole_session(tmp_path):
     assert order == ["first-in", "first-out", "second-in"]
 
 
-def test_waiting_too_long_for_the_lock_says_another_run_holds_it(tmp_path):
+def test_waiting_too_long_for_the_lock_says_another_run_holds_it(tmp_path: Path) -> None:
     holder = FileTokenStore(tmp_path / "cloud.json")
     waiter = FileTokenStore(tmp_path / "cloud.json", lock_timeout=0.2)
     with holder.session(), pytest.raises(TokenStoreError, match="Another tap-confluence run"):  # noqa: SIM117
@@ -102,7 +105,9 @@ def test_waiting_too_long_for_the_lock_says_another_run_holds_it(tmp_path):
             pass
 
 
-def test_store_path_defaults_under_xdg_state_home_per_cloud_id(tmp_path, monkeypatch):
+def test_store_path_defaults_under_xdg_state_home_per_cloud_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert store_path_for(None, "abc") == tmp_path / "xdg" / "tap-confluence" / "abc.json"
     (tmp_path / "dir").mkdir()

@@ -13,9 +13,12 @@ import resource
 import signal
 import stat
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.location import open_store, store_path_for
 from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
@@ -55,7 +58,9 @@ def _tap_env() -> dict[str, str]:
 # ---- item 1: a short write never replaces the good file ----------------------------------------
 
 
-def test_short_write_keeps_the_old_token_file(simulator_factory, tmp_path):
+def test_short_write_keeps_the_old_token_file(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)  # reuse leeway: Atlassian's 10 minutes
     store = tmp_path / "store" / "tokens.json"
     config = sim.tap_config("oauth", token_store_path=str(store))
@@ -100,7 +105,7 @@ def test_short_write_keeps_the_old_token_file(simulator_factory, tmp_path):
 # ---- item 2: temp and lock files never follow symlinks; hostile directories ----------------
 
 
-def test_a_symlink_planted_at_the_temp_name_is_never_written_through(tmp_path):
+def test_a_symlink_planted_at_the_temp_name_is_never_written_through(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     store = FileTokenStore(directory / "cloud.json")
     victim = tmp_path / "victim.txt"
@@ -114,7 +119,7 @@ def test_a_symlink_planted_at_the_temp_name_is_never_written_through(tmp_path):
     assert store.read() == _record()
 
 
-def test_a_symlinked_lock_file_is_refused_without_touching_its_target(tmp_path):
+def test_a_symlinked_lock_file_is_refused_without_touching_its_target(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     directory.mkdir(mode=0o700)
     target = tmp_path / "elsewhere" / "created-by-the-tap"
@@ -129,7 +134,7 @@ def test_a_symlinked_lock_file_is_refused_without_touching_its_target(tmp_path):
     assert "symbolic link" in message
 
 
-def test_a_store_directory_others_can_write_is_refused(tmp_path):
+def test_a_store_directory_others_can_write_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "shared"
     directory.mkdir()
     directory.chmod(0o777)  # e.g. a /tmp-like place anyone can swap files in
@@ -144,7 +149,7 @@ def test_a_store_directory_others_can_write_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
-def test_a_store_directory_owned_by_another_user_is_refused(tmp_path):
+def test_a_store_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "theirs"
     directory.mkdir(mode=0o700)
     os.chown(directory, 65534, 65534)  # nobody
@@ -153,7 +158,7 @@ def test_a_store_directory_owned_by_another_user_is_refused(tmp_path):
     assert "not owned by the user running the tap" in str(info.value)
 
 
-def test_a_store_file_others_can_write_is_refused(tmp_path):
+def test_a_store_file_others_can_write_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "cloud.json"
     FileTokenStore(path).write(_record())
     path.chmod(0o666)
@@ -163,7 +168,9 @@ def test_a_store_file_others_can_write_is_refused(tmp_path):
     assert "writable by other users" in str(info.value)
 
 
-def test_a_store_file_others_can_read_gets_a_warning(tmp_path, caplog):
+def test_a_store_file_others_can_read_gets_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "cloud.json"
     FileTokenStore(path).write(_record())
     path.chmod(0o644)
@@ -174,7 +181,7 @@ def test_a_store_file_others_can_read_gets_a_warning(tmp_path, caplog):
     assert not any("fake-rotated-1" in w for w in warnings)
 
 
-def test_every_directory_the_tap_creates_is_private_whatever_the_umask(tmp_path):
+def test_every_directory_the_tap_creates_is_private_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
         store = FileTokenStore(tmp_path / "a" / "b" / "cloud.json")
@@ -189,7 +196,9 @@ def test_every_directory_the_tap_creates_is_private_whatever_the_umask(tmp_path)
 
 
 @pytest.mark.parametrize("cloud_id", ["../../escaped", "a/b", "..", "x.y", ""])
-def test_a_cloud_id_that_is_not_letters_digits_and_dashes_never_becomes_a_path(tmp_path, cloud_id):
+def test_a_cloud_id_that_is_not_letters_digits_and_dashes_never_becomes_a_path(
+    tmp_path: Path, cloud_id: str
+) -> None:
     with pytest.raises(TokenStoreError) as info:
         store_path_for(f"{tmp_path}/", cloud_id)
     assert "cloud ID" in str(info.value)
@@ -198,6 +207,6 @@ def test_a_cloud_id_that_is_not_letters_digits_and_dashes_never_becomes_a_path(t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_real_cloud_id_still_names_the_store_file(tmp_path):
+def test_a_real_cloud_id_still_names_the_store_file(tmp_path: Path) -> None:
     cloud = "0f0f0f0f-1111-4222-8333-444455556666"
     assert store_path_for(f"{tmp_path}/", cloud) == tmp_path / f"{cloud}.json"

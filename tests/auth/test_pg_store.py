@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
-from simulator.postgres import free_port
+from simulator.postgres import ThrowawayPostgres, free_port
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
@@ -24,13 +27,13 @@ EXPIRES_AT = time.time() + 3600
 
 
 @pytest.fixture
-def url(postgres):
+def url(postgres: ThrowawayPostgres) -> str:
     """A fresh database per test, so table creation is exercised every time."""
     name = f"tok_{uuid.uuid4().hex[:10]}"
     return postgres.create_database(name)
 
 
-def _store(url: str, cloud_id: str = "cloud-a", key: str = KEY, **kw) -> PostgresTokenStore:
+def _store(url: str, cloud_id: str = "cloud-a", key: str = KEY, **kw: Any) -> PostgresTokenStore:
     store = open_store(
         cloud_id=cloud_id,
         client_id="fake-client-id",
@@ -42,7 +45,10 @@ def _store(url: str, cloud_id: str = "cloud-a", key: str = KEY, **kw) -> Postgre
     return store
 
 
-def _record(token: str = "fake-rotated-token-1", access: str | None = "fake-access-1"):  # noqa: S107
+def _record(
+    token: str = "fake-rotated-token-1",  # noqa: S107
+    access: str | None = "fake-access-1",
+) -> TokenRecord:
     return TokenRecord(
         refresh_token=token,
         seed_fingerprint=seed_fingerprint("fake-refresh-token-seed"),
@@ -61,7 +67,7 @@ def _table_text(url: str) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def test_first_save_creates_the_table_and_row_and_reads_back_the_same_record(url):
+def test_first_save_creates_the_table_and_row_and_reads_back_the_same_record(url: str) -> None:
     store = _store(url)
     with store.session() as session:
         assert session.load() is None
@@ -70,21 +76,23 @@ def test_first_save_creates_the_table_and_row_and_reads_back_the_same_record(url
         assert session.load() == _record()
 
 
-def test_tokens_are_sealed_in_the_row_and_the_metadata_stays_readable(url):
+def test_tokens_are_sealed_in_the_row_and_the_metadata_stays_readable(url: str) -> None:
     with _store(url).session() as session:
         session.save(_record("fake-rotated-token-xyz", "fake-access-token-xyz"))
     text = _table_text(url)
     assert "fake-rotated-token-xyz" not in text
     assert "fake-access-token-xyz" not in text
     with psycopg.connect(url) as conn:
-        document = conn.execute(f"SELECT document FROM {TABLE}").fetchone()[0]  # noqa: S608
+        row = conn.execute(f"SELECT document FROM {TABLE}").fetchone()  # noqa: S608
+        assert row is not None
+        document = row[0]
     assert document["sealed"].startswith("gAAAAA")  # a Fernet token
     assert document["rotated_at"] == "2026-11-29T00:00:00Z"
     assert "refresh_token" not in document
     assert "access_token" not in document
 
 
-def test_one_row_per_app_and_site(url):
+def test_one_row_per_app_and_site(url: str) -> None:
     for cloud, token in (("cloud-a", "fake-rt-a"), ("cloud-b", "fake-rt-b")):
         with _store(url, cloud).session() as session:
             session.save(_record(token))
@@ -107,7 +115,7 @@ def test_one_row_per_app_and_site(url):
     ]
 
 
-def test_many_workers_creating_the_same_row_at_once_all_succeed_with_one_row(url):
+def test_many_workers_creating_the_same_row_at_once_all_succeed_with_one_row(url: str) -> None:
     barrier = threading.Barrier(6)
     errors: list[BaseException] = []
 
@@ -127,11 +135,13 @@ def test_many_workers_creating_the_same_row_at_once_all_succeed_with_one_row(url
         th.join(60)
     assert errors == []
     with psycopg.connect(url) as conn:
-        count = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]  # noqa: S608
+        row = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()  # noqa: S608
+        assert row is not None
+        count = row[0]
     assert count == 1
 
 
-def test_row_lock_is_held_from_load_to_save(url):
+def test_row_lock_is_held_from_load_to_save(url: str) -> None:
     with _store(url).session() as session:
         session.save(_record("fake-rt-before"))  # the row exists: only FOR UPDATE can block
     order: list[str] = []
@@ -159,7 +169,7 @@ def test_row_lock_is_held_from_load_to_save(url):
     assert seen.refresh_token == "fake-rt-from-first"
 
 
-def test_waiting_too_long_for_the_row_lock_says_another_run_holds_it(url):
+def test_waiting_too_long_for_the_row_lock_says_another_run_holds_it(url: str) -> None:
     with _store(url).session() as session:
         session.save(_record())
     with _store(url).session() as holder:
@@ -170,7 +180,7 @@ def test_waiting_too_long_for_the_row_lock_says_another_run_holds_it(url):
                 session.load()
 
 
-def test_nothing_is_saved_when_the_session_ends_without_save(url):
+def test_nothing_is_saved_when_the_session_ends_without_save(url: str) -> None:
     with _store(url).session() as session:
         session.save(_record("fake-rt-saved"))
 
@@ -187,7 +197,7 @@ def test_nothing_is_saved_when_the_session_ends_without_save(url):
     assert record.refresh_token == "fake-rt-saved"
 
 
-def test_wrong_key_is_one_sentence_and_never_falls_back_to_plaintext(url):
+def test_wrong_key_is_one_sentence_and_never_falls_back_to_plaintext(url: str) -> None:
     with _store(url).session() as session:
         session.save(_record())
     with pytest.raises(TokenStoreError) as info, _store(url, key=new_key()).session() as session:
@@ -198,13 +208,16 @@ def test_wrong_key_is_one_sentence_and_never_falls_back_to_plaintext(url):
     assert KEY not in message
 
 
-def test_new_key_first_and_old_key_after_opens_old_rows_and_reseals_with_the_new_key(url):
+def test_new_key_first_and_old_key_after_opens_old_rows_and_reseals_with_the_new_key(
+    url: str,
+) -> None:
     with _store(url).session() as session:
         session.save(_record())
     fresh = new_key()
     with _store(url, key=f"{fresh},{KEY}").session() as session:
         record = session.load()
         assert record == _record()
+        assert record is not None
         session.save(record)
     with _store(url, key=fresh).session() as session:
         assert session.load() == _record()
@@ -212,7 +225,7 @@ def test_new_key_first_and_old_key_after_opens_old_rows_and_reseals_with_the_new
         session.load()
 
 
-def test_url_without_key_is_refused_by_the_settings_check_and_the_store():
+def test_url_without_key_is_refused_by_the_settings_check_and_the_store() -> None:
     config = {"token_store_url": "postgresql://tap@db.example.invalid/tokens"}
     with pytest.raises(ConfigValidationError, match="token_store_url needs token_store_key"):
         check_store_settings(config)
@@ -234,20 +247,22 @@ def test_url_without_key_is_refused_by_the_settings_check_and_the_store():
         ),
     ],
 )
-def test_bad_store_settings_are_one_sentence_without_the_key(config, words):
+def test_bad_store_settings_are_one_sentence_without_the_key(
+    config: dict[str, Any], words: str
+) -> None:
     with pytest.raises(ConfigValidationError) as info:
         check_store_settings(config)
     assert words in str(info.value)
     assert KEY not in str(info.value)
 
 
-def test_sqlalchemy_style_urls_are_accepted_and_messages_drop_the_password():
+def test_sqlalchemy_style_urls_are_accepted_and_messages_drop_the_password() -> None:
     url = "postgresql+psycopg://tap:fake-db-password@db.example.invalid:6543/tokens?sslmode=require"
     check_store_settings({"token_store_url": url, "token_store_key": KEY})
     assert safe_location(url) == "postgresql://tap@db.example.invalid:6543/tokens"
 
 
-def test_unreachable_database_is_one_sentence_without_the_password():
+def test_unreachable_database_is_one_sentence_without_the_password() -> None:
     url = f"postgresql://tap:fake-db-password@127.0.0.1:{free_port()}/tokens"
     store = _store(url)
     with pytest.raises(TokenStoreError) as info:
@@ -258,7 +273,9 @@ def test_unreachable_database_is_one_sentence_without_the_password():
     assert "fake-db-password" not in message
 
 
-def test_user_without_update_right_is_told_before_a_token_is_spent(url, postgres):
+def test_user_without_update_right_is_told_before_a_token_is_spent(
+    url: str, postgres: ThrowawayPostgres
+) -> None:
     _store(url).check_writable()  # creates the table as the owner
     reader = f"reader_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -270,14 +287,16 @@ def test_user_without_update_right_is_told_before_a_token_is_spent(url, postgres
 
 
 @pytest.fixture
-def sim(simulator_factory):
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     process = simulator_factory(users=4, guests=1, groups=2, audit_records=10, content=2)
     # Any reuse of a rotated refresh token would revoke the whole family at once.
     process.control("config", {"reuse_leeway": 0})
     return process
 
 
-def test_workers_refreshing_at_once_through_the_database_never_spend_a_token_twice(sim, url):
+def test_workers_refreshing_at_once_through_the_database_never_spend_a_token_twice(
+    sim: SimulatorProcess, url: str
+) -> None:
     rounds, workers = 8, 3
     barrier = threading.Barrier(workers)
     errors: list[BaseException] = []

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 
+from simulator.postgres import ThrowawayPostgres
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
 from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.record import TokenRecord
 from tests.support.auth_cli import (
     clean_env,
     issued_secrets,
@@ -26,18 +31,18 @@ KEY = new_key()
 
 
 @pytest.fixture
-def url(postgres):
+def url(postgres: ThrowawayPostgres) -> str:
     return postgres.create_database(f"cli_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
-def sim(simulator_factory):
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     process = simulator_factory(**SMALL)
     process.control("config", {"reuse_leeway": 0})
     return process
 
 
-def _stored(url: str, sim):
+def _stored(url: str, sim: SimulatorProcess) -> TokenRecord | None:
     store = open_store(
         cloud_id=sim.cloud_id,
         client_id=sim.creds.client_id,
@@ -48,7 +53,7 @@ def _stored(url: str, sim):
         return session.load()
 
 
-def _states(sim) -> dict[str, str]:
+def _states(sim: SimulatorProcess) -> dict[str, str]:
     return {t["token"]: t["state"] for t in sim.control("tokens")["refresh_tokens"]}
 
 
@@ -58,7 +63,7 @@ def _table_text(url: str) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def test_new_key_prints_only_a_usable_key_on_stdout(tmp_path):
+def test_new_key_prints_only_a_usable_key_on_stdout(tmp_path: Path) -> None:
     result = run_cli(["new-key"], clean_env(tmp_path))
     assert result.returncode == 0
     key = result.stdout.strip()
@@ -67,7 +72,9 @@ def test_new_key_prints_only_a_usable_key_on_stdout(tmp_path):
     assert "Keep this key as a secret" in result.stderr
 
 
-def test_login_stores_the_token_sealed_in_postgresql_and_the_tap_syncs_from_it(sim, url, tmp_path):
+def test_login_stores_the_token_sealed_in_postgresql_and_the_tap_syncs_from_it(
+    sim: SimulatorProcess, url: str, tmp_path: Path
+) -> None:
     env = sim_env(sim, tmp_path, TAP_CONFLUENCE_TOKEN_STORE_KEY=KEY)
     login = start_login(["--port", "0", "--token-store-url", url], env)
     page = requests.get(login.authorization_url(), timeout=60)
@@ -92,7 +99,9 @@ def test_login_stores_the_token_sealed_in_postgresql_and_the_tap_syncs_from_it(s
     assert sim.stats()["revoked_families"] == 0
 
 
-def test_status_lists_the_rows_without_tokens_and_flags_a_wrong_key(sim, url, tmp_path):
+def test_status_lists_the_rows_without_tokens_and_flags_a_wrong_key(
+    sim: SimulatorProcess, url: str, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth", token_store_url=url, token_store_key=KEY)
     assert run_tap(tmp_path, config).returncode == 0
     env = sim_env(sim, tmp_path, TAP_CONFLUENCE_TOKEN_STORE_URL=url)
@@ -116,8 +125,8 @@ def test_status_lists_the_rows_without_tokens_and_flags_a_wrong_key(sim, url, tm
 
 
 def test_migrate_moves_the_file_token_unspent_and_the_tap_goes_on_from_postgresql(
-    sim, url, tmp_path
-):
+    sim: SimulatorProcess, url: str, tmp_path: Path
+) -> None:
     file_config = sim.tap_config("oauth")
     assert run_tap(tmp_path, file_config).returncode == 0
     store_file = tmp_path / "sim0" / "token_store.json"
@@ -162,7 +171,9 @@ def test_migrate_moves_the_file_token_unspent_and_the_tap_goes_on_from_postgresq
     assert sim.stats()["revoked_families"] == 0
 
 
-def test_migrate_refuses_to_overwrite_a_different_stored_token(sim, url, tmp_path):
+def test_migrate_refuses_to_overwrite_a_different_stored_token(
+    sim: SimulatorProcess, url: str, tmp_path: Path
+) -> None:
     pg_config = sim.tap_config("oauth", token_store_url=url, token_store_key=KEY)
     assert run_tap(tmp_path, pg_config).returncode == 0
     other = sim.control("grant", {"scopes": ["read:audit-log:confluence", "offline_access"]})

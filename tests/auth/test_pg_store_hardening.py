@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import psycopg
 import pytest
 
+from simulator.postgres import ThrowawayPostgres
 from tap_confluence.oauth.store.postgres import TABLE
 from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
-from tests.support.pg_store import pg_auth, pg_store
+from tests.support.pg_store import TokenServer, pg_auth, pg_store
 
 
 def _record(token: str) -> TokenRecord:
@@ -28,7 +30,7 @@ def _record(token: str) -> TokenRecord:
     )
 
 
-def _execute(token_db_url: str, statement: str, params: tuple = ()) -> None:
+def _execute(token_db_url: str, statement: str, params: tuple[str, ...] = ()) -> None:
     with psycopg.connect(token_db_url, autocommit=True) as conn:
         conn.execute(statement, params)
 
@@ -37,8 +39,8 @@ def _execute(token_db_url: str, statement: str, params: tuple = ()) -> None:
 
 
 def test_a_short_idle_in_transaction_timeout_does_not_lose_the_rotated_token(
-    token_db_url, token_server
-):
+    token_db_url: str, token_server: Callable[..., TokenServer]
+) -> None:
     database = token_db_url.rsplit("/", 1)[1]
     # Shorter than the token call below: the row lock's transaction sits idle across it.
     _execute(
@@ -58,7 +60,7 @@ def test_a_short_idle_in_transaction_timeout_does_not_lose_the_rotated_token(
 # ---- item 9: rows are sealed, sealed for their own key, in a table the tap can trust -------
 
 
-def test_an_unencrypted_row_is_refused_when_a_key_is_set(token_db_url):
+def test_an_unencrypted_row_is_refused_when_a_key_is_set(token_db_url: str) -> None:
     with pg_store(token_db_url).session() as session:
         session.save(_record("fake-refresh-sealed-1"))
     planted = _record("fake-refresh-planted-plaintext").to_json()
@@ -76,7 +78,7 @@ def test_an_unencrypted_row_is_refused_when_a_key_is_set(token_db_url):
 
 @pytest.mark.parametrize(("cloud", "client"), [("cloud-b", "fake-client-id"),
                                                ("cloud-a", "fake-other-client")])  # fmt: skip
-def test_a_row_copied_to_another_key_is_refused(token_db_url, cloud, client):
+def test_a_row_copied_to_another_key_is_refused(token_db_url: str, cloud: str, client: str) -> None:
     with pg_store(token_db_url, cloud, client).session() as session:
         session.save(_record("fake-refresh-of-the-other-key"))
     with pg_store(token_db_url).session() as session:
@@ -96,7 +98,9 @@ def test_a_row_copied_to_another_key_is_refused(token_db_url, cloud, client):
     assert "fake-refresh-of-the-other-key" not in message
 
 
-def test_a_token_table_planted_by_another_role_is_refused(token_db_url, postgres):
+def test_a_token_table_planted_by_another_role_is_refused(
+    token_db_url: str, postgres: ThrowawayPostgres
+) -> None:
     tag = uuid.uuid4().hex[:6]
     tap_user, intruder = f"tapuser_{tag}", f"intruder_{tag}"
     _execute(token_db_url, f"CREATE ROLE {tap_user} LOGIN")
@@ -120,11 +124,15 @@ def test_a_token_table_planted_by_another_role_is_refused(token_db_url, postgres
     assert intruder in message
     assert f"{tap_user}.{TABLE}" in message
     with psycopg.connect(intruder_url) as conn:
-        rows = conn.execute(f"SELECT count(*) FROM {tap_user}.{TABLE}").fetchone()[0]  # noqa: S608
+        row = conn.execute(f"SELECT count(*) FROM {tap_user}.{TABLE}").fetchone()  # noqa: S608
+        assert row is not None
+        rows = row[0]
     assert rows == 0
 
 
-def test_a_table_an_administrator_created_serves_the_tap_user(token_db_url, postgres):
+def test_a_table_an_administrator_created_serves_the_tap_user(
+    token_db_url: str, postgres: ThrowawayPostgres
+) -> None:
     pg_store(token_db_url).check_writable()  # the table, created by the superuser
     tap_user = f"tapuser_{uuid.uuid4().hex[:6]}"
     _execute(token_db_url, f"CREATE ROLE {tap_user} LOGIN")

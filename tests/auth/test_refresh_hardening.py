@@ -10,11 +10,14 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typing_extensions import override
 
 from simulator.auth import SEED_SCOPES
+from simulator.process import SimulatorProcess
 from tap_confluence.errors import TapUserError
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
@@ -49,6 +52,7 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(body)
 
+            @override
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -108,7 +112,7 @@ def _auth(url: str, store: FileTokenStore) -> AtlassianOAuthAuthenticator:
     )
 
 
-def _store_with_a_token(tmp_path) -> FileTokenStore:
+def _store_with_a_token(tmp_path: Path) -> FileTokenStore:
     store = FileTokenStore(tmp_path / "store" / "cloud.json")
     with store.session() as session:
         session.save(_stored_record())
@@ -119,7 +123,9 @@ def _store_with_a_token(tmp_path) -> FileTokenStore:
 
 
 @pytest.mark.parametrize("status", [307, 308, 302])
-def test_a_redirecting_token_endpoint_gets_the_secrets_sent_nowhere_else(serve, tmp_path, status):
+def test_a_redirecting_token_endpoint_gets_the_secrets_sent_nowhere_else(
+    serve: Callable[..., _Server], tmp_path: Path, status: int
+) -> None:
     collector = serve(_json({"access_token": "fake-access-stolen", "expires_in": 3600}))
     location = collector.url + "?leak=fake-location-query-marker"
     redirector = serve(lambda _s: (status, {"Location": location}, b""))
@@ -156,8 +162,8 @@ def test_a_redirecting_token_endpoint_gets_the_secrets_sent_nowhere_else(serve, 
     ],
 )  # fmt: skip
 def test_an_odd_field_beside_a_new_refresh_token_still_saves_the_new_token(
-    serve, tmp_path, answer, field
-):
+    serve: Callable[..., _Server], tmp_path: Path, answer: object, field: str
+) -> None:
     server = serve(_json(answer))
     store = _store_with_a_token(tmp_path)
     auth = _auth(server.url, store)
@@ -191,8 +197,8 @@ def test_an_odd_field_beside_a_new_refresh_token_still_saves_the_new_token(
     ],
 )
 def test_an_answer_without_a_usable_new_token_keeps_the_old_one_and_says_rerun_soon(
-    serve, tmp_path, answer
-):
+    serve: Callable[..., _Server], tmp_path: Path, answer: object
+) -> None:
     server = serve(_json(answer))
     store = _store_with_a_token(tmp_path)
     with pytest.raises(TapUserError) as info:
@@ -204,7 +210,9 @@ def test_an_answer_without_a_usable_new_token_keeps_the_old_one_and_says_rerun_s
     assert store.read() == _stored_record()
 
 
-def test_a_refusal_before_the_spend_does_not_say_the_token_was_spent(serve, tmp_path):
+def test_a_refusal_before_the_spend_does_not_say_the_token_was_spent(
+    serve: Callable[..., _Server], tmp_path: Path
+) -> None:
     server = serve(_json({"error": "access_denied", "error_description": "Unauthorized"}, 401))
     store = _store_with_a_token(tmp_path)
     with pytest.raises(TapUserError) as info:
@@ -216,7 +224,9 @@ def test_a_refusal_before_the_spend_does_not_say_the_token_was_spent(serve, tmp_
 # ---- item 4: a seed that a later seed replaced is never spent again --------------------------
 
 
-def test_config_a_then_b_then_a_again_never_spends_a_twice(simulator_factory, tmp_path):
+def test_config_a_then_b_then_a_again_never_spends_a_twice(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(reuse_leeway=0, **SMALL)
     store = tmp_path / "store" / "tokens.json"
     config_a = sim.tap_config("oauth", token_store_path=str(store))

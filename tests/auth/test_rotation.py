@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from simulator.process import refresh
+from simulator.process import SimulatorProcess, refresh
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
@@ -20,14 +22,14 @@ SMALL = {"users": 20, "guests": 3, "groups": 4, "audit_records": 300}
 
 
 @pytest.fixture
-def sim(simulator_factory):
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     process = simulator_factory(**SMALL)
     # Any reuse of a rotated refresh token would revoke the whole family at once.
     process.control("config", {"reuse_leeway": 0})
     return process
 
 
-def _token_state(sim, token: str) -> tuple[str, str]:
+def _token_state(sim: SimulatorProcess, token: str) -> tuple[str, str]:
     """(family, state) the simulator holds for a refresh token."""
     for entry in sim.control("tokens")["refresh_tokens"]:
         if entry["token"] == token:
@@ -35,11 +37,14 @@ def _token_state(sim, token: str) -> tuple[str, str]:
     raise AssertionError("the store holds a refresh token the simulator never issued")
 
 
-def _stored(config) -> dict:
-    return json.loads(Path(config["token_store_path"]).read_text())
+def _stored(config: dict[str, Any]) -> dict[str, Any]:
+    stored: dict[str, Any] = json.loads(Path(config["token_store_path"]).read_text())
+    return stored
 
 
-def test_rotated_token_is_persisted_and_used_by_the_next_run(sim, tmp_path):
+def test_rotated_token_is_persisted_and_used_by_the_next_run(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth")
     first = run_tap(tmp_path, config)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -63,14 +68,16 @@ def test_rotated_token_is_persisted_and_used_by_the_next_run(sim, tmp_path):
     assert len(second.records("audit_records")) == SMALL["audit_records"]
 
 
-def test_second_run_within_the_hour_reuses_the_stored_access_token(sim, tmp_path):
+def test_second_run_within_the_hour_reuses_the_stored_access_token(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth")
     assert run_tap(tmp_path, config).returncode == 0
     assert run_tap(tmp_path, config).returncode == 0
     assert sim.stats()["refreshes"] == 1
 
 
-def _authenticator(sim, store_path: Path) -> AtlassianOAuthAuthenticator:
+def _authenticator(sim: SimulatorProcess, store_path: Path) -> AtlassianOAuthAuthenticator:
     return AtlassianOAuthAuthenticator(
         auth_endpoint=f"{sim.url}/oauth/token",
         client_id=sim.creds.client_id,
@@ -83,7 +90,9 @@ def _authenticator(sim, store_path: Path) -> AtlassianOAuthAuthenticator:
 
 
 @pytest.mark.parametrize(("seconds_left", "refreshes"), [(60, 1), (3000, 0)])
-def test_stored_access_token_is_refreshed_ahead_of_expiry(sim, tmp_path, seconds_left, refreshes):
+def test_stored_access_token_is_refreshed_ahead_of_expiry(
+    sim: SimulatorProcess, tmp_path: Path, seconds_left: int, refreshes: int
+) -> None:
     status, body = refresh(sim)
     assert status == 200
     now = time.time()
@@ -110,7 +119,9 @@ def test_stored_access_token_is_refreshed_ahead_of_expiry(sim, tmp_path, seconds
     assert (auth.access_token != body["access_token"]) is bool(refreshes)
 
 
-def test_new_configured_refresh_token_wins_over_the_store(sim, tmp_path):
+def test_new_configured_refresh_token_wins_over_the_store(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth")
     assert run_tap(tmp_path, config).returncode == 0
     old_family, _ = _token_state(sim, _stored(config)["refresh_token"])
@@ -132,7 +143,9 @@ def test_new_configured_refresh_token_wins_over_the_store(sim, tmp_path):
     assert sim.stats()["revoked_families"] == 0
 
 
-def test_unwritable_store_fails_before_the_refresh_token_is_spent(sim, tmp_path):
+def test_unwritable_store_fails_before_the_refresh_token_is_spent(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     config = sim.tap_config("oauth", token_store_path=str(blocker / "store.json"))
@@ -144,7 +157,9 @@ def test_unwritable_store_fails_before_the_refresh_token_is_spent(sim, tmp_path)
     assert _token_state(sim, config["refresh_token"])[1] == "current"
 
 
-def test_corrupt_store_gives_one_sentence_and_spends_nothing(sim, tmp_path):
+def test_corrupt_store_gives_one_sentence_and_spends_nothing(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth")
     Path(config["token_store_path"]).write_text("{definitely not json")
     run = run_tap(tmp_path, config)
@@ -155,7 +170,9 @@ def test_corrupt_store_gives_one_sentence_and_spends_nothing(sim, tmp_path):
     assert sim.stats()["refreshes"] == 0
 
 
-def test_refused_refresh_token_says_to_run_the_consent_flow_again(sim, tmp_path):
+def test_refused_refresh_token_says_to_run_the_consent_flow_again(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("oauth", refresh_token="fake-refresh-token-never-issued")
     run = run_tap(tmp_path, config)
     assert run.returncode == 1
@@ -164,7 +181,9 @@ def test_refused_refresh_token_says_to_run_the_consent_flow_again(sim, tmp_path)
     assert "Traceback" not in run.stderr
 
 
-def test_two_runs_at_once_never_spend_the_same_refresh_token(sim, tmp_path):
+def test_two_runs_at_once_never_spend_the_same_refresh_token(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config_path = write_json(tmp_path / "config.json", sim.tap_config("oauth"))
     procs = [
         subprocess.Popen(

@@ -8,27 +8,30 @@ simulator; "nothing spent" is read from the simulator's own token ledger.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from simulator.auth import SEED_SCOPES
+from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.postgres import TABLE
 from tap_confluence.oauth.store.record import TokenStoreError
-from tests.support.pg_store import pg_auth, pg_store
+from tests.support.pg_store import TokenServer, pg_auth, pg_store
 from tests.support.tap_cli import run_tap
 
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}
 OTHER_CLOUD = "0b0b0b0b-2222-4333-8444-555566667777"
 
 
-def _token_states(sim) -> dict[str, str]:
+def _token_states(sim: SimulatorProcess) -> dict[str, str]:
     return {t["token"]: t["state"] for t in sim.control("tokens")["refresh_tokens"]}
 
 
 def test_a_second_store_descending_from_the_same_refresh_token_is_refused(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # No reuse leeway: spending site A's rotated seed again would revoke A's family.
     sim = simulator_factory(reuse_leeway=0, **SMALL)
     tokens = tmp_path / "tokens"
@@ -58,7 +61,9 @@ def test_a_second_store_descending_from_the_same_refresh_token_is_refused(
     assert again.returncode == 0, again.stderr[-2000:]
 
 
-def test_a_second_store_for_the_same_client_and_site_is_refused(simulator_factory, tmp_path):
+def test_a_second_store_for_the_same_client_and_site_is_refused(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     tokens = tmp_path / "tokens"
     site_a = sim.tap_config("oauth", token_store_path=str(tokens / "tap-confluence.json"))
@@ -84,7 +89,9 @@ def test_a_second_store_for_the_same_client_and_site_is_refused(simulator_factor
     assert stored["client_id"] == sim.creds.client_id
 
 
-def test_sites_with_their_own_cloud_id_and_token_share_a_directory(simulator_factory, tmp_path):
+def test_sites_with_their_own_cloud_id_and_token_share_a_directory(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim_a = simulator_factory(**SMALL)
     sim_b = simulator_factory(
         cloud_id=OTHER_CLOUD, seed_refresh_token="fake-refresh-token-b", **SMALL
@@ -104,9 +111,9 @@ def test_sites_with_their_own_cloud_id_and_token_share_a_directory(simulator_fac
 
 
 def test_a_second_row_descending_from_the_same_seed_is_refused_before_spending(
-    token_db_url,
-    token_server,
-):
+    token_db_url: str,
+    token_server: Callable[..., TokenServer],
+) -> None:
     server = token_server()
     pg_auth(server.url, pg_store(token_db_url, "cloud-a"), "cloud-a").update_access_token()
     assert len(server.received) == 1

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
+from typing_extensions import override
 
 from tap_confluence.errors import TapUserError
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
@@ -24,7 +28,7 @@ class _TokenServer:
 
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
-        self.received: list[dict] = []
+        self.received: list[dict[str, Any]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,6 +50,7 @@ class _TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            @override
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -61,7 +66,7 @@ class _TokenServer:
 
 
 @pytest.fixture
-def token_server():
+def token_server() -> Iterator[Callable[[str], _TokenServer]]:
     servers: list[_TokenServer] = []
 
     def start(behaviour: str) -> _TokenServer:
@@ -86,13 +91,17 @@ def _auth(url: str, store: FileTokenStore) -> AtlassianOAuthAuthenticator:
     )
 
 
-def test_response_without_refresh_token_keeps_the_old_one(token_server, tmp_path):
+def test_response_without_refresh_token_keeps_the_old_one(
+    token_server: Callable[[str], _TokenServer], tmp_path: Path
+) -> None:
     server = token_server("no_refresh_token")
     store = FileTokenStore(tmp_path / "store.json")
     auth = _auth(server.url, store)
     auth.update_access_token()
     assert auth.access_token == "fake-access-1"
-    assert store.read().refresh_token == SEED
+    stored = store.read()
+    assert stored is not None
+    assert stored.refresh_token == SEED
     # Sent as JSON, the way Atlassian documents the refresh grant.
     assert server.received == [
         {
@@ -104,18 +113,23 @@ def test_response_without_refresh_token_keeps_the_old_one(token_server, tmp_path
     ]
 
 
-def test_rotated_token_is_saved_before_the_access_token_is_handed_out(token_server, tmp_path):
+def test_rotated_token_is_saved_before_the_access_token_is_handed_out(
+    token_server: Callable[[str], _TokenServer], tmp_path: Path
+) -> None:
     server = token_server("rotate")
     store = FileTokenStore(tmp_path / "store.json")
     auth = _auth(server.url, store)
     auth.update_access_token()
     record = store.read()
+    assert record is not None
     assert record.refresh_token == "fake-refresh-rotated-2"
     assert record.access_token == auth.access_token == "fake-access-1"
     assert auth.granted_scopes() == frozenset({"a", "b"})
 
 
-def test_lost_answer_after_sending_the_token_is_one_sentence_and_not_resent(token_server, tmp_path):
+def test_lost_answer_after_sending_the_token_is_one_sentence_and_not_resent(
+    token_server: Callable[[str], _TokenServer], tmp_path: Path
+) -> None:
     server = token_server("hang_up")
     store = FileTokenStore(tmp_path / "store.json")
     with pytest.raises(TapUserError, match="rerun within 10 minutes") as info:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from simulator.data import Dataset
 from simulator.options import DataOptions
-from simulator.process import ALL_SCOPES
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.support.meltano import (
     REPO,
     SEED,
@@ -37,8 +37,10 @@ def report(project: MeltanoProject, database: Path, *args: str) -> str:
 
 
 def test_duckdb_demo_loader_lands_every_row_twice_without_duplicates_and_reports_seats(
-    meltano_project: MeltanoProject, start_simulator: Any, tmp_path: Path
-):
+    meltano_project: MeltanoProject,
+    start_simulator: Callable[..., SimulatorProcess],
+    tmp_path: Path,
+) -> None:
     sim = start_simulator(seed=SEED)
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     database = tmp_path / "demo.duckdb"

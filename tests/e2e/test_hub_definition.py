@@ -44,7 +44,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     return proc
 
 
-def test_meltano_add_from_ref_installs_the_tap_offline_in_a_fresh_project(tmp_path: Path):
+def test_meltano_add_from_ref_installs_the_tap_offline_in_a_fresh_project(tmp_path: Path) -> None:
     if not MELTANO.is_file():
         pytest.fail("this test needs Meltano: run ./scripts/setup, which installs it")
     wheels = tmp_path / "wheels"

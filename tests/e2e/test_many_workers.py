@@ -91,7 +91,9 @@ def audit_rows_since(conn: psycopg.Connection, cloud: str, since: datetime) -> l
 
 def bookmark(conn: psycopg.Connection, plugin: str) -> datetime | None:
     """The audit bookmark in Meltano's state table of the shared system database (naive UTC)."""
-    if conn.execute("SELECT to_regclass('state')").fetchone()[0] is None:
+    table = conn.execute("SELECT to_regclass('state')").fetchone()
+    assert table is not None
+    if table[0] is None:
         return None  # no worker has run yet, so Meltano has not created its tables
     row = conn.execute(
         "SELECT partial_state, completed_state FROM state WHERE state_id = %s",
@@ -100,7 +102,7 @@ def bookmark(conn: psycopg.Connection, plugin: str) -> datetime | None:
     if row is None:
         return None
     states = [json.loads(v) if isinstance(v, str) else v for v in row]
-    state = next((s for s in reversed(states) if s), {})
+    state: dict[str, Any] = next((s for s in reversed(states) if s), {})
     value = state["singer_state"]["bookmarks"]["audit_records"]["replication_key_value"]
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
@@ -232,7 +234,7 @@ def simulator_factory_module(tmp_path_factory: pytest.TempPathFactory) -> Any:
         sim.stop()
 
 
-def test_every_round_of_both_workers_succeeds(many_workers):
+def test_every_round_of_both_workers_succeeds(many_workers: dict[str, Any]) -> None:
     rounds = many_workers["rounds"]
     failed = [(r["number"], r["errors"]) for r in rounds if r["errors"]]
     assert not failed, failed[0]
@@ -243,7 +245,7 @@ def test_every_round_of_both_workers_succeeds(many_workers):
         assert alone == {"a", "b"}, plugin
 
 
-def test_no_refresh_token_is_ever_spent_twice(many_workers):
+def test_no_refresh_token_is_ever_spent_twice(many_workers: dict[str, Any]) -> None:
     for plugin, sim in many_workers["sims"].items():
         stats = sim.stats()
         assert stats["revoked_families"] == 0, plugin
@@ -256,7 +258,9 @@ def test_no_refresh_token_is_ever_spent_twice(many_workers):
         assert len(current) == 1, plugin
 
 
-def test_every_run_resumes_from_the_state_the_other_worker_left(many_workers):
+def test_every_run_resumes_from_the_state_the_other_worker_left(
+    many_workers: dict[str, Any],
+) -> None:
     previous: dict[str, dict[str, Any]] = {}
     handovers = 0
     for this in many_workers["rounds"]:
@@ -278,10 +282,10 @@ def test_every_run_resumes_from_the_state_the_other_worker_left(many_workers):
     assert handovers >= ROUNDS // 2
 
 
-def test_every_audit_record_landed_once_per_site(many_workers):
+def test_every_audit_record_landed_once_per_site(many_workers: dict[str, Any]) -> None:
     runs = {p: sum(r["site"] == p for r in many_workers["rounds"]) for p in SITES}
     with psycopg.connect(many_workers["warehouse"]) as conn:
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute(
                 f'SELECT "cloudId", count(*) FROM {SCHEMA}.audit_records GROUP BY 1'
             ).fetchall()
@@ -292,7 +296,9 @@ def test_every_audit_record_landed_once_per_site(many_workers):
     assert counts == expected
 
 
-def test_the_token_table_holds_one_sealed_row_per_site_and_no_token_in_clear(many_workers):
+def test_the_token_table_holds_one_sealed_row_per_site_and_no_token_in_clear(
+    many_workers: dict[str, Any],
+) -> None:
     with psycopg.connect(many_workers["token_db"]) as conn:
         rows = conn.execute(f"SELECT cloud_id, document FROM {TABLE}").fetchall()
         dump = "\n".join(r[0] for r in conn.execute(f"SELECT t::text FROM {TABLE} t").fetchall())
@@ -307,7 +313,9 @@ def test_the_token_table_holds_one_sealed_row_per_site_and_no_token_in_clear(man
     assert many_workers["key"] not in dump
 
 
-def test_workers_kept_nothing_on_their_own_disk_and_logged_no_secret(many_workers):
+def test_workers_kept_nothing_on_their_own_disk_and_logged_no_secret(
+    many_workers: dict[str, Any],
+) -> None:
     for worker in many_workers["workers"]:
         root = worker.project.root
         assert not (root / ".meltano" / "meltano.db").exists()

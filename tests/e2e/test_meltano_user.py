@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class SiteA:
 
 
 @pytest.fixture(scope="module")
-def site_a(pipeline: PipelineSite, start_simulator: Any) -> SiteA:
+def site_a(pipeline: PipelineSite, start_simulator: Callable[..., SimulatorProcess]) -> SiteA:
     sim = start_simulator(**SMALL_SITE)
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     pipeline.env.update(tap_env("TAP_CONFLUENCE", site_config(sim, SITE_A_CLOUD_ID, token)))
@@ -76,7 +77,9 @@ def last_stderr_line(text: str) -> str:
 # ---- item 5: the SDK's own settings are Meltano settings, typed ----------------------------
 
 
-def test_sdk_settings_reach_the_tap_with_their_types(meltano_project: MeltanoProject, tmp_path):
+def test_sdk_settings_reach_the_tap_with_their_types(
+    meltano_project: MeltanoProject, tmp_path: Path
+) -> None:
     env = {
         "TAP_CONFLUENCE_FLATTENING_ENABLED": "true",
         "TAP_CONFLUENCE_FLATTENING_MAX_DEPTH": "2",
@@ -99,7 +102,7 @@ def test_sdk_settings_reach_the_tap_with_their_types(meltano_project: MeltanoPro
 # ---- item 1: the example sites do not run on the first site's credentials ---------------
 
 
-def test_example_sites_settings_show_what_each_must_be_given(site_a: SiteA):
+def test_example_sites_settings_show_what_each_must_be_given(site_a: SiteA) -> None:
     for plugin in ("tap-confluence--site-b", "tap-confluence--site-c"):
         out = site_a.site.run("config", "print", plugin).stdout
         config = json.loads(out[out.index("{") :])
@@ -139,7 +142,7 @@ def stored_state(site_a: SiteA) -> dict[str, Any]:
 @pytest.mark.parametrize("form", ["meltano state get", "STATE message"])
 def test_state_in_meltanos_forms_resumes_from_the_bookmark(
     site_a: SiteA, stored_state: dict[str, Any], tmp_path: Path, form: str
-):
+) -> None:
     assert set(stored_state) == {"singer_state"}
     if form == "meltano state get":
         text = json.dumps(stored_state)
@@ -156,7 +159,7 @@ def test_state_in_meltanos_forms_resumes_from_the_bookmark(
 
 def test_a_file_that_is_not_a_state_is_refused_with_the_sentence_last(
     site_a: SiteA, tmp_path: Path
-):
+) -> None:
     not_state = tmp_path / "catalog.json"
     not_state.write_text(json.dumps({"streams": []}))
     proc = invoke_audit_only(site_a.site, "--state", str(not_state))
@@ -170,14 +173,14 @@ def test_a_file_that_is_not_a_state_is_refused_with_the_sentence_last(
 # ---- item 6: the auth commands of the plugin ----------------------------------------------
 
 
-def test_meltano_invoke_status_reads_this_plugins_own_token_store(site_a: SiteA):
+def test_meltano_invoke_status_reads_this_plugins_own_token_store(site_a: SiteA) -> None:
     proc = site_a.site.run("invoke", "tap-confluence:status", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     assert SITE_A_CLOUD_ID in proc.stdout
     assert str(site_a.token_file) in proc.stdout + proc.stderr
 
 
-def test_meltano_invoke_status_of_an_example_site_reads_that_sites_own_store(site_a: SiteA):
+def test_meltano_invoke_status_of_an_example_site_reads_that_sites_own_store(site_a: SiteA) -> None:
     proc = site_a.site.run("invoke", "tap-confluence--site-b:status", check=False)
     shown = proc.stdout + proc.stderr
     # Site B has no token yet; what matters is whose store was read.
@@ -189,7 +192,7 @@ def test_meltano_invoke_status_of_an_example_site_reads_that_sites_own_store(sit
 
 def test_meltano_invoke_check_calls_the_simulated_site_with_this_plugins_settings(
     site_a: SiteA,
-):
+) -> None:
     before = site_a.sim.stats()["total_requests"]
     proc = site_a.site.run("invoke", "tap-confluence:check", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
@@ -199,7 +202,7 @@ def test_meltano_invoke_check_calls_the_simulated_site_with_this_plugins_setting
 # ---- item 8: `meltano config test` shows the tap's own sentence ---------------------------
 
 
-def test_meltano_config_test_shows_the_taps_sentence_not_the_sdks_summary(site_a: SiteA):
+def test_meltano_config_test_shows_the_taps_sentence_not_the_sdks_summary(site_a: SiteA) -> None:
     env = {**site_a.site.env, "TAP_CONFLUENCE_AUDIT_LOOKBACK_MINUTES": "-5"}
     proc = site_a.site.project.meltano(
         "config", "test", "tap-confluence", run_dir=site_a.site.run_dir, env=env, check=False
@@ -281,13 +284,13 @@ def deleted_keys(site: PipelineSite, table: str, key: str) -> dict[str, bool]:
     return dict(rows)
 
 
-def test_removed_user_is_soft_deleted_and_no_one_else_is(removal: Removal):
+def test_removed_user_is_soft_deleted_and_no_one_else_is(removal: Removal) -> None:
     users = deleted_keys(removal.site, "users", "accountId")
     assert users[removal.gone] is True
     assert [a for a, deleted in users.items() if deleted] == [removal.gone]
 
 
-def test_removed_users_memberships_are_soft_deleted_and_no_others(removal: Removal):
+def test_removed_users_memberships_are_soft_deleted_and_no_others(removal: Removal) -> None:
     with removal.site.connect() as conn:
         rows = conn.execute(
             f'SELECT "accountId", "_sdc_deleted_at" IS NOT NULL FROM {SCHEMA}.group_members'
@@ -301,7 +304,7 @@ def test_removed_users_memberships_are_soft_deleted_and_no_others(removal: Remov
     assert not any(deleted_keys(removal.site, "groups", "id").values())
 
 
-def test_licence_history_of_earlier_days_stays(removal: Removal):
+def test_licence_history_of_earlier_days_stays(removal: Removal) -> None:
     with removal.site.connect() as conn:
         rows = conn.execute(
             f'SELECT "snapshotDate", "_sdc_deleted_at" FROM {SCHEMA}.license_subscriptions '
@@ -311,14 +314,14 @@ def test_licence_history_of_earlier_days_stays(removal: Removal):
     assert all(r[1] is None for r in rows), "a licence snapshot was marked deleted"
 
 
-def test_readme_reports_no_longer_list_the_removed_user(removal: Removal):
+def test_readme_reports_no_longer_list_the_removed_user(removal: Removal) -> None:
     for query in readme_queries():
         assert removal.gone not in listed_by(removal.site, query), query[:60]
 
 
 def test_shipped_job_stops_at_the_first_example_site_without_its_own_credentials(
     removal: Removal,
-):
+) -> None:
     job = removal.job
     assert job.returncode != 0
     # Site A's task ran (its rows of this run carry the removal, see above); site B refused

@@ -11,6 +11,7 @@ state or the run's output. A second site is added through `inherit_from` at the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,7 +75,8 @@ def discovered(catalog: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def audit_bookmark(state: dict[str, Any]) -> dict[str, Any]:
-    return state["singer_state"]["bookmarks"]["audit_records"]
+    bookmark: dict[str, Any] = state["singer_state"]["bookmarks"]["audit_records"]
+    return bookmark
 
 
 def as_utc(value: str) -> datetime:
@@ -83,7 +85,7 @@ def as_utc(value: str) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def two_runs(pipeline: PipelineSite, start_simulator: Any) -> TwoRuns:
+def two_runs(pipeline: PipelineSite, start_simulator: Callable[..., SimulatorProcess]) -> TwoRuns:
     sim = start_simulator(seed=SEED)
     token = sim.control("grant", {"scopes": ALL_SCOPES, "admin": True})["refresh_token"]
     pipeline.env.update(tap_env("TAP_CONFLUENCE", site_config(sim, SITE_A_CLOUD_ID, token)))
@@ -128,7 +130,7 @@ def primary_key(site: PipelineSite, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def test_every_contract_stream_is_offered_and_selected(two_runs: TwoRuns):
+def test_every_contract_stream_is_offered_and_selected(two_runs: TwoRuns) -> None:
     streams = discovered(two_runs.catalog)
     assert set(CONTRACT_STREAMS) <= set(streams)
     for name, entry in streams.items():
@@ -136,7 +138,7 @@ def test_every_contract_stream_is_offered_and_selected(two_runs: TwoRuns):
         assert root["metadata"].get("selected") is True, f"{name} is not selected by meltano.yml"
 
 
-def test_every_stream_lands_in_its_own_table_keyed_by_its_primary_key(two_runs: TwoRuns):
+def test_every_stream_lands_in_its_own_table_keyed_by_its_primary_key(two_runs: TwoRuns) -> None:
     for name, entry in discovered(two_runs.catalog).items():
         assert primary_key(two_runs.site, name) == entry["key_properties"], name
         if name in CONTRACT_STREAMS:
@@ -144,7 +146,7 @@ def test_every_stream_lands_in_its_own_table_keyed_by_its_primary_key(two_runs: 
         assert two_runs.counts_after_run_2[name] > 0, f"{name} landed no rows"
 
 
-def test_timestamps_land_as_timestamps_and_nested_objects_as_jsonb(two_runs: TwoRuns):
+def test_timestamps_land_as_timestamps_and_nested_objects_as_jsonb(two_runs: TwoRuns) -> None:
     checked = {"timestamp": 0, "jsonb": 0}
     for name, entry in discovered(two_runs.catalog).items():
         cols = columns(two_runs.site, name)
@@ -164,7 +166,7 @@ def test_timestamps_land_as_timestamps_and_nested_objects_as_jsonb(two_runs: Two
 
 def test_first_run_lands_every_user_group_membership_and_audit_record_of_the_site(
     two_runs: TwoRuns,
-):
+) -> None:
     data = Dataset(DataOptions(seed=SEED))
     counts = two_runs.counts_after_run_1
     assert counts["users"] == data.n_total
@@ -174,7 +176,7 @@ def test_first_run_lands_every_user_group_membership_and_audit_record_of_the_sit
     assert counts["license_subscriptions"] == 1
 
 
-def test_licence_snapshot_reports_the_sites_seats(two_runs: TwoRuns):
+def test_licence_snapshot_reports_the_sites_seats(two_runs: TwoRuns) -> None:
     with two_runs.site.connect() as conn:
         bought, used, free = conn.execute(
             f'SELECT "purchasedSeats", "licensedUsers", "remainingSeats" '
@@ -186,7 +188,7 @@ def test_licence_snapshot_reports_the_sites_seats(two_runs: TwoRuns):
     assert free == bought - used
 
 
-def test_second_run_adds_no_duplicate_rows(two_runs: TwoRuns):
+def test_second_run_adds_no_duplicate_rows(two_runs: TwoRuns) -> None:
     before, after = two_runs.counts_after_run_1, two_runs.counts_after_run_2
     for name in before:
         expected = before[name] + (NEW_AUDIT_RECORDS if name == "audit_records" else 0)
@@ -200,7 +202,7 @@ def test_second_run_adds_no_duplicate_rows(two_runs: TwoRuns):
             assert distinct == after[name], name
 
 
-def test_second_run_loads_only_the_new_audit_records(two_runs: TwoRuns):
+def test_second_run_loads_only_the_new_audit_records(two_runs: TwoRuns) -> None:
     with two_runs.site.connect() as conn:
         touched = conn.execute(
             f'SELECT "createdAt", "creationDate" FROM {SCHEMA}.audit_records '
@@ -217,7 +219,7 @@ def test_second_run_loads_only_the_new_audit_records(two_runs: TwoRuns):
     assert all(created >= window_start for created in reread), reread
 
 
-def test_meltano_state_carries_the_audit_bookmark_of_the_newest_record(two_runs: TwoRuns):
+def test_meltano_state_carries_the_audit_bookmark_of_the_newest_record(two_runs: TwoRuns) -> None:
     state = two_runs.site.state(STATE_ID)
     bookmark = audit_bookmark(state)
     assert bookmark["replication_key"] == "createdAt"
@@ -228,7 +230,7 @@ def test_meltano_state_carries_the_audit_bookmark_of_the_newest_record(two_runs:
     assert as_utc(two_runs.bookmark_after_run_1) < as_utc(bookmark["replication_key_value"])
 
 
-def test_meltano_state_carries_a_bookmark_for_every_incremental_stream(two_runs: TwoRuns):
+def test_meltano_state_carries_a_bookmark_for_every_incremental_stream(two_runs: TwoRuns) -> None:
     bookmarks = two_runs.site.state(STATE_ID)["singer_state"]["bookmarks"]
     incremental = {
         name: entry["replication_key"]
@@ -245,7 +247,7 @@ def test_meltano_state_carries_a_bookmark_for_every_incremental_stream(two_runs:
         assert all(e["replication_key"] == key for e in entries if "replication_key" in e)
 
 
-def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns):
+def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns) -> None:
     issued = two_runs.sim.control("tokens")
     tokens = [t["token"] for key in ("access_tokens", "refresh_tokens") for t in issued[key]]
     # Run twice with OAuth: at least one refresh each run, so access and refresh tokens exist.
@@ -268,8 +270,8 @@ def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns):
 
 
 def test_second_site_through_inherit_from_lands_in_the_same_tables_without_collisions(
-    two_runs: TwoRuns, start_simulator: Any
-):
+    two_runs: TwoRuns, start_simulator: Callable[..., SimulatorProcess]
+) -> None:
     site = two_runs.site
     # Same seed, so both sites hold the very same accountIds: only cloudId tells them apart.
     sim_b = start_simulator(seed=SEED, cloud_id=SITE_B_CLOUD_ID)

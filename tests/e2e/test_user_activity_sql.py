@@ -72,9 +72,10 @@ def site_simulator(
 def _seat_holders(sim: SimulatorProcess) -> list[str]:
     """Licensed, active, human users, as the simulator's user API describes them."""
     auth = ("admin@example.com", "fake-classic-api-token")
+    params: dict[str, str | int] = {"cql": "type=user", "limit": 200}
     found = requests.get(
         sim.url + "/wiki/rest/api/search/user",
-        params={"cql": "type=user", "limit": 200},
+        params=params,
         auth=auth,
         timeout=30,
     ).json()["results"]
@@ -120,7 +121,7 @@ def latest_by_user(site: PipelineSite) -> dict[str, dt.datetime]:
     return latest
 
 
-def test_last_activity_per_user_gives_each_users_newest_row(loaded: Loaded):
+def test_last_activity_per_user_gives_each_users_newest_row(loaded: Loaded) -> None:
     site = loaded.site
     users = fetch(site, f'SELECT "accountId" FROM {SCHEMA}.users')
     latest = latest_by_user(site)
@@ -140,7 +141,7 @@ def test_last_activity_per_user_gives_each_users_newest_row(loaded: Loaded):
     assert stamps[nulls:] == sorted(stamps[nulls:])
 
 
-def test_inactive_licensed_users_are_exactly_those_idle_for_90_days(loaded: Loaded):
+def test_inactive_licensed_users_are_exactly_those_idle_for_90_days(loaded: Loaded) -> None:
     site = loaded.site
     seats = fetch(
         site,

@@ -42,7 +42,9 @@ def sims(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]:
 
 
 @pytest.fixture(scope="module")
-def module_sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
+def module_sims(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., SimulatorProcess]]:
     """Like ``sims`` but shared by a module's tests."""
     started: list[SimulatorProcess] = []
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import signal
 
-from tap_confluence import token_store
+from tap_confluence.oauth.store import file as token_store
+from tap_confluence.oauth.store.record import TokenRecord
 from tap_confluence.tap import TapConfluence
 
 _POINT = os.environ.get("RELIABILITY_CRASH", "")
@@ -28,7 +29,7 @@ def _install() -> None:
     original_write = token_store.FileTokenStore.write
     original_replace = os.replace
 
-    def write(self: token_store.FileTokenStore, record: token_store.TokenRecord) -> None:
+    def write(self: token_store.FileTokenStore, record: TokenRecord) -> None:
         if _POINT == "before_save":
             _die()
         original_write(self, record)

@@ -28,7 +28,7 @@ from singer_sdk.logging import ConsoleFormatter
 
 from simulator.process import REPO_ROOT, SimulatorProcess
 from tap_confluence.tap import TapConfluence
-from tests.support.tap_cli import select_streams  # noqa: F401 (the harness hands it on)
+from tests.support.tap_cli import select_streams as select_streams  # noqa: PLC0414 (a re-export)
 
 _RUN_IDS = itertools.count(1)
 _INPROCESS_LOCK = threading.Lock()

@@ -6,6 +6,8 @@ warning; never a traceback and never a silent drop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import FIGURES, Run, discover, run_inprocess, select_streams
 
 FUZZ = settings(
@@ -86,7 +89,8 @@ def _inflate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _schema(run: Run, stream: str) -> dict[str, Any]:
     (message,) = [m for m in run.messages if m["type"] == "SCHEMA" and m["stream"] == stream]
-    return message["schema"]
+    schema: dict[str, Any] = message["schema"]
+    return schema
 
 
 def _check(run: Run, stream: str, dropped: int) -> None:
@@ -105,23 +109,25 @@ def _check(run: Run, stream: str, dropped: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def sim(module_sims):
+def sim(module_sims: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return module_sims(users=2, guests=0, groups=1, audit_records=5)
 
 
 @pytest.fixture(scope="module")
-def config(sim, tmp_path_factory):
+def config(sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return sim.tap_config(
         "classic_token", start_date="2025-01-01T00:00:00Z", max_retry_wait_seconds=1
     )
 
 
 @pytest.fixture(scope="module")
-def catalog(config, tmp_path_factory):
+def catalog(config: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return discover(tmp_path_factory.mktemp("catalog"), config)
 
 
-def test_user_payload_fuzz_delivers_conforms_or_names_every_record(sim, config, catalog, tmp_path):
+def test_user_payload_fuzz_delivers_conforms_or_names_every_record(
+    sim: SimulatorProcess, config: dict[str, Any], catalog: dict[str, Any], tmp_path: Path
+) -> None:
     users_only = select_streams(catalog, {"users"})
     fields = list(_user(0))
     examples = 0
@@ -170,7 +176,13 @@ def _without(record: dict[str, Any], key: str) -> dict[str, Any]:
         pytest.param([_audit(0) | {"summary": "a\x00b", "description": MEGABYTE}], id="nul-1mb"),
     ],
 )
-def test_odd_audit_payloads_are_conformed_or_named(sim, config, catalog, tmp_path, records):
+def test_odd_audit_payloads_are_conformed_or_named(
+    sim: SimulatorProcess,
+    config: dict[str, Any],
+    catalog: dict[str, Any],
+    tmp_path: Path,
+    records: list[dict[str, Any]],
+) -> None:
     audit_only = select_streams(catalog, {"audit_records"})
     sim.control("payload", {"route": "audit", "results": records})
     try:
@@ -183,7 +195,9 @@ def test_odd_audit_payloads_are_conformed_or_named(sim, config, catalog, tmp_pat
     _check(run, "audit_records", dropped=len(records) - len(run.records("audit_records")))
 
 
-def test_audit_record_without_creation_date_is_delivered_and_named(sim, config, catalog, tmp_path):
+def test_audit_record_without_creation_date_is_delivered_and_named(
+    sim: SimulatorProcess, config: dict[str, Any], catalog: dict[str, Any], tmp_path: Path
+) -> None:
     audit_only = select_streams(catalog, {"audit_records"})
     records = [_audit(0), _without(_audit(1), "creationDate")]
     sim.control("payload", {"route": "audit", "results": records})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     Run,
@@ -103,18 +105,24 @@ def _only_loopback(config: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def sim(module_sims):
+def sim(module_sims: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return module_sims(users=3, guests=1, groups=2, audit_records=10)
 
 
 @pytest.fixture(scope="module")
-def bases(sim, tmp_path_factory) -> dict[str, dict[str, Any]]:
+def bases(
+    sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
     store = tmp_path_factory.mktemp("store-fuzz")
     return {m: sim.tap_config(m, token_store_path=str(store / "tokens.json")) for m in MODES}
 
 
 @pytest.fixture(scope="module")
-def catalog(sim, bases, tmp_path_factory) -> dict[str, Any]:
+def catalog(
+    sim: SimulatorProcess,
+    bases: dict[str, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("catalog")
     return select_streams(discover(root, bases["classic_token"]), {"license_subscriptions"})
 
@@ -125,7 +133,9 @@ def _assert_one_clear_message(run: Run) -> str:
     return line
 
 
-def test_settings_fuzz_fails_before_any_request_with_one_message(sim, bases, catalog, tmp_path):
+def test_settings_fuzz_fails_before_any_request_with_one_message(
+    sim: SimulatorProcess, bases: dict[str, dict[str, Any]], catalog: dict[str, Any], tmp_path: Path
+) -> None:
     outcomes = {"rejected": 0, "accepted": 0}
 
     @FUZZ
@@ -159,7 +169,13 @@ def test_settings_fuzz_fails_before_any_request_with_one_message(sim, bases, cat
         ("cloud_id", 12345, "cloud_id"),
     ],
 )
-def test_each_bad_setting_is_named_in_its_message(sim, bases, catalog, tmp_path, case):
+def test_each_bad_setting_is_named_in_its_message(
+    sim: SimulatorProcess,
+    bases: dict[str, dict[str, Any]],
+    catalog: dict[str, Any],
+    tmp_path: Path,
+    case: tuple[str, object, str],
+) -> None:
     key, value, named = case
     config = {**bases["oauth"], key: value}
     run = run_inprocess(tmp_path, config, catalog=catalog)
@@ -167,7 +183,9 @@ def test_each_bad_setting_is_named_in_its_message(sim, bases, catalog, tmp_path,
     _assert_one_clear_message(run)
 
 
-def test_missing_groups_of_settings_are_named(sim, bases, catalog, tmp_path):
+def test_missing_groups_of_settings_are_named(
+    sim: SimulatorProcess, bases: dict[str, dict[str, Any]], catalog: dict[str, Any], tmp_path: Path
+) -> None:
     oauth = dict(bases["oauth"])
     oauth.pop("client_secret")
     run = run_inprocess(tmp_path, oauth, catalog=catalog)
@@ -204,7 +222,9 @@ def broken_states(draw: st.DrawFn) -> str:
     return json.dumps({"bookmarks": {"audit_records": bookmark}})
 
 
-def test_state_fuzz_gets_one_message_or_is_conformed(sim, bases, tmp_path):
+def test_state_fuzz_gets_one_message_or_is_conformed(
+    sim: SimulatorProcess, bases: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
     config = bases["classic_token"]
     catalog = select_streams(discover(tmp_path, config), {"audit_records"})
     outcomes = {"rejected": 0, "accepted": 0}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     KEYS,
@@ -20,12 +24,15 @@ def _logged_waits(stderr: str) -> list[tuple[float, int]]:
     return [(float(m.group(1)), int(m.group(2))) for m in RETRY_LINE.finditer(stderr)]
 
 
-def _bookmark(state: dict | None) -> str:
+def _bookmark(state: dict[str, Any] | None) -> str:
     assert state is not None, "no STATE message"
-    return state["bookmarks"]["audit_records"]["replication_key_value"]
+    bookmark: str = state["bookmarks"]["audit_records"]["replication_key_value"]
+    return bookmark
 
 
-def test_full_sync_under_every_fault_delivers_the_fault_free_record_set(sims, tmp_path):
+def test_full_sync_under_every_fault_delivers_the_fault_free_record_set(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = sims(audit_records=50_000)
     config = oauth_with_groups(
         sim, tmp_path, email=sim.creds.email, api_token=sim.creds.classic_token
@@ -75,7 +82,9 @@ def test_full_sync_under_every_fault_delivers_the_fault_free_record_set(sims, tm
     FIGURES.add("fault_runs")
 
 
-def test_absurd_retry_after_stops_the_run_cleanly_and_the_rerun_completes(sims, tmp_path):
+def test_absurd_retry_after_stops_the_run_cleanly_and_the_rerun_completes(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # Retrying before Retry-After only earns a longer one: an unusable 2**63 s stops the run.
     sim = sims(users=20, guests=2, groups=4, audit_records=300)
     sim.control("faults", {"rate_limit_every": 2, "retry_after": "9223372036854775807"})
@@ -91,7 +100,9 @@ def test_absurd_retry_after_stops_the_run_cleanly_and_the_rerun_completes(sims, 
     FIGURES.add("fault_runs")
 
 
-def test_giving_up_ends_with_one_sentence_and_a_state_that_resumes(sims, tmp_path):
+def test_giving_up_ends_with_one_sentence_and_a_state_that_resumes(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = sims(users=20, guests=2, groups=4, audit_records=5_000)
     config = tap_config(sim, tmp_path, "classic_token", max_retry_wait_seconds=1)
     first = run_inprocess(tmp_path, config)

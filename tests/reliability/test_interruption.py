@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     KEYS,
@@ -17,7 +21,9 @@ from tests.reliability.harness import (
 KILLS = 20
 
 
-def test_twenty_kills_in_a_row_then_a_resume_deliver_every_record(sims, tmp_path):
+def test_twenty_kills_in_a_row_then_a_resume_deliver_every_record(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = sims(audit_records=30_000)
     config = oauth_with_groups(sim, tmp_path)
     clean = run_inprocess(tmp_path, config)
@@ -27,7 +33,7 @@ def test_twenty_kills_in_a_row_then_a_resume_deliver_every_record(sims, tmp_path
     total_lines = len(clean.messages)
 
     rng = random.Random(20)
-    delivered = {name: [] for name in KEYS}
+    delivered: dict[str, list[dict[str, Any]]] = {name: [] for name in KEYS}
     state = None
     kills = attempts = states_advanced = 0
     bound = total_lines

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     by_key,
@@ -14,7 +18,9 @@ from tests.reliability.harness import (
 KEY = ("cloudId", "id")
 
 
-def test_appended_and_late_records_are_all_delivered_by_the_run_or_the_next(sims, tmp_path):
+def test_appended_and_late_records_are_all_delivered_by_the_run_or_the_next(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # Late records land 30 minutes behind the newest one: inside the default 60-minute lookback.
     sim = sims(
         users=20,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from tests.reliability.harness import LEAKS
 
 
-def test_scan_finds_a_planted_token_and_a_loose_store(tmp_path_factory):
+def test_scan_finds_a_planted_token_and_a_loose_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     # Outside this test's tmp_path, so the autouse scan of tmp_path stays clean.
     root = tmp_path_factory.mktemp("planted")
     secret = "fake-rt-planted-for-the-scanner"
@@ -31,7 +35,9 @@ def test_scan_finds_a_planted_token_and_a_loose_store(tmp_path_factory):
     assert "mode 644, not 600" in findings
 
 
-def test_scan_finds_what_a_save_must_never_leave_in_a_store(tmp_path_factory):
+def test_scan_finds_what_a_save_must_never_leave_in_a_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     root = tmp_path_factory.mktemp("planted-store")
     client_secret = "fake-client-secret-planted-for-the-scanner"
     LEAKS.never_stored.add(client_secret)

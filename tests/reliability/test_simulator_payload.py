@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import requests
+
+from simulator.process import SimulatorProcess
 
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 
 
-def test_payload_route_serves_given_records_with_paging_and_audit_date_filter(sims):
+def test_payload_route_serves_given_records_with_paging_and_audit_date_filter(
+    sims: Callable[..., SimulatorProcess],
+) -> None:
     sim = sims(users=3, guests=0, groups=1, audit_records=5)
     records = [{"creationDate": 10, "n": 1}, {"creationDate": 20, "n": 2}, {"n": "no date"}]
     sim.control("payload", {"route": "audit", "results": records})

@@ -7,10 +7,13 @@ import json
 import os
 import random
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     discover,
@@ -26,19 +29,22 @@ SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 20}
 ROTATION_RUNS = 200
 
 
-def _licence_only(tmp_path: Path, config: dict) -> dict:
+def _licence_only(tmp_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     return select_streams(discover(tmp_path, config), {"license_subscriptions"})
 
 
-def _refresh_tokens(sim) -> dict[str, str]:
+def _refresh_tokens(sim: SimulatorProcess) -> dict[str, str]:
     return {e["token"]: e["state"] for e in sim.control("tokens")["refresh_tokens"]}
 
 
-def _stored_refresh_token(config: dict) -> str:
-    return json.loads(Path(config["token_store_path"]).read_text())["refresh_token"]
+def _stored_refresh_token(config: dict[str, Any]) -> str:
+    token: str = json.loads(Path(config["token_store_path"]).read_text())["refresh_token"]
+    return token
 
 
-def test_200_runs_with_one_second_tokens_never_lock_the_user_out(sims, tmp_path):
+def test_200_runs_with_one_second_tokens_never_lock_the_user_out(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # No reuse leeway at all: a single replay of a rotated token would revoke the family.
     sim = sims(token_ttl=1, reuse_leeway=0, **SMALL)
     config = tap_config(sim, tmp_path)
@@ -66,7 +72,9 @@ def test_200_runs_with_one_second_tokens_never_lock_the_user_out(sims, tmp_path)
     ("point", "leeway"),
     [("after_save", 0), ("mid_save", 600), ("before_save", 600)],
 )
-def test_run_killed_around_a_refresh_keeps_the_token_chain_alive(sims, tmp_path, point, leeway):
+def test_run_killed_around_a_refresh_keeps_the_token_chain_alive(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path, point: str, leeway: int
+) -> None:
     """after_save needs no leeway; the others rely on Atlassian's 10-minute reuse leeway."""
     sim = sims(reuse_leeway=leeway, **SMALL)
     config = tap_config(sim, tmp_path)
@@ -91,7 +99,9 @@ def test_run_killed_around_a_refresh_keeps_the_token_chain_alive(sims, tmp_path,
     assert _refresh_tokens(sim)[_stored_refresh_token(config)] == "current"
 
 
-def test_two_runs_started_together_on_one_store_never_revoke_the_family(sims, tmp_path):
+def test_two_runs_started_together_on_one_store_never_revoke_the_family(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = sims(token_ttl=1, reuse_leeway=0, **SMALL)
     config = tap_config(sim, tmp_path)
     catalog = _licence_only(tmp_path, config)
@@ -109,7 +119,7 @@ def test_two_runs_started_together_on_one_store_never_revoke_the_family(sims, tm
 
 
 @contextlib.contextmanager
-def _tmpfs(path: Path):
+def _tmpfs(path: Path) -> Iterator[Path]:
     path.mkdir(mode=0o700)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(path)],
@@ -129,7 +139,9 @@ def _remount_read_only(path: Path) -> None:
 
 
 @pytest.mark.parametrize("populated", [False, True], ids=["first-run", "stored-token"])
-def test_store_on_a_read_only_path_fails_before_spending_the_token(sims, tmp_path, populated):
+def test_store_on_a_read_only_path_fails_before_spending_the_token(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path, populated: bool
+) -> None:
     sim = sims(**SMALL)
     with _tmpfs(tmp_path / "store") as store_dir:
         config = tap_config(sim, tmp_path)
@@ -164,7 +176,9 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
-def test_corrupted_store_gives_one_sentence_and_spends_nothing(sims, tmp_path, kind):
+def test_corrupted_store_gives_one_sentence_and_spends_nothing(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path, kind: str
+) -> None:
     sim = sims(**SMALL)
     config = tap_config(sim, tmp_path)
     catalog = _licence_only(tmp_path, config)

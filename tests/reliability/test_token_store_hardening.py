@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typing_extensions import override
 
-from simulator.process import REPO_ROOT
+from simulator.process import REPO_ROOT, SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
     Run,
@@ -40,11 +42,13 @@ def _small_files_only() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
 
 
-def _licence_only(root: Path, config: dict) -> dict:
+def _licence_only(root: Path, config: dict[str, Any]) -> dict[str, Any]:
     return select_streams(discover(root, config), {"license_subscriptions"})
 
 
-def test_a_full_disk_between_spend_and_save_keeps_the_token_and_leaks_nothing(sims, tmp_path):
+def test_a_full_disk_between_spend_and_save_keeps_the_token_and_leaks_nothing(
+    sims: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = sims(**SMALL)
     config = tap_config(sim, tmp_path)
     store = Path(config["token_store_path"])
@@ -92,6 +96,7 @@ class _Redirector:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            @override
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -107,14 +112,18 @@ class _Redirector:
 
 
 @pytest.fixture
-def redirector(sims) -> Iterator[tuple[object, _Redirector]]:
+def redirector(
+    sims: Callable[..., SimulatorProcess],
+) -> Iterator[tuple[SimulatorProcess, _Redirector]]:
     sim = sims(**SMALL)
     server = _Redirector(f"{sim.url}/oauth/token?next=fake-location-query")
     yield sim, server
     server.stop()
 
 
-def test_a_redirecting_token_endpoint_gets_nothing_resent_and_leaks_nothing(redirector, tmp_path):
+def test_a_redirecting_token_endpoint_gets_nothing_resent_and_leaks_nothing(
+    redirector: tuple[SimulatorProcess, _Redirector], tmp_path: Path
+) -> None:
     sim, server = redirector
     config = tap_config(sim, tmp_path, auth_url=server.url)
     catalog = _licence_only(tmp_path, config)

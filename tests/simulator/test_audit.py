@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -11,14 +13,16 @@ from simulator.process import SimulatorProcess
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 
 
-def audit(sim: SimulatorProcess, **params) -> dict:
+def audit(sim: SimulatorProcess, **params: str | int) -> dict[str, Any]:
     r = requests.get(sim.url + "/wiki/rest/api/audit", params=params, auth=CLASSIC, timeout=60)
     assert r.status_code == 200, r.text
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
-def read_all(sim: SimulatorProcess, limit: int = 1000, **params) -> list[dict]:
-    out, start = [], 0
+def read_all(sim: SimulatorProcess, limit: int = 1000, **params: str | int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    start = 0
     while True:
         body = audit(sim, start=start, limit=limit, **params)
         out += body["results"]
@@ -27,7 +31,7 @@ def read_all(sim: SimulatorProcess, limit: int = 1000, **params) -> list[dict]:
         start += body["size"]
 
 
-def test_audit_pages_newest_first_and_cover_every_record(simulator: SimulatorProcess):
+def test_audit_pages_newest_first_and_cover_every_record(simulator: SimulatorProcess) -> None:
     info = simulator.control("info")
     records = read_all(simulator)
     dates = [r["creationDate"] for r in records]
@@ -37,7 +41,7 @@ def test_audit_pages_newest_first_and_cover_every_record(simulator: SimulatorPro
     assert dates[-1] == info["audit_oldest"]
 
 
-def test_audit_records_have_no_id_and_the_documented_fields(simulator: SimulatorProcess):
+def test_audit_records_have_no_id_and_the_documented_fields(simulator: SimulatorProcess) -> None:
     record = audit(simulator, limit=1)["results"][0]
     assert "id" not in record
     for key in ("author", "remoteAddress", "creationDate", "summary", "description", "category",
@@ -47,14 +51,14 @@ def test_audit_records_have_no_id_and_the_documented_fields(simulator: Simulator
     assert isinstance(record["creationDate"], int)
 
 
-def test_audit_limit_defaults_to_and_is_clamped_at_1000(simulator: SimulatorProcess):
+def test_audit_limit_defaults_to_and_is_clamped_at_1000(simulator: SimulatorProcess) -> None:
     assert audit(simulator)["limit"] == 1000
     body = audit(simulator, limit=5000)
     assert body["limit"] == 1000
     assert body["size"] == 1000
 
 
-def test_audit_date_bounds_are_inclusive_epoch_milliseconds(simulator: SimulatorProcess):
+def test_audit_date_bounds_are_inclusive_epoch_milliseconds(simulator: SimulatorProcess) -> None:
     records = read_all(simulator)
     pivot = records[len(records) // 2]["creationDate"]
     expected = [r for r in records if r["creationDate"] == pivot]
@@ -68,7 +72,7 @@ def test_audit_date_bounds_are_inclusive_epoch_milliseconds(simulator: Simulator
 
 def test_several_records_share_a_millisecond_even_across_page_boundaries(
     simulator: SimulatorProcess,
-):
+) -> None:
     records = read_all(simulator)
     dates = [r["creationDate"] for r in records]
     assert len(set(dates)) < len(dates)
@@ -79,7 +83,9 @@ def test_several_records_share_a_millisecond_even_across_page_boundaries(
     assert any(a == b for a, b in straddles_1000)
 
 
-def test_audit_data_is_deterministic_for_a_seed(simulator_factory):
+def test_audit_data_is_deterministic_for_a_seed(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     a = simulator_factory(seed=7, audit_records=300)
     b = simulator_factory(seed=7, audit_records=300)
     c = simulator_factory(seed=8, audit_records=300)
@@ -87,7 +93,7 @@ def test_audit_data_is_deterministic_for_a_seed(simulator_factory):
     assert audit(a, limit=300)["results"] != audit(c, limit=300)["results"]
 
 
-def test_bad_audit_dates_get_400(simulator: SimulatorProcess):
+def test_bad_audit_dates_get_400(simulator: SimulatorProcess) -> None:
     r = requests.get(
         simulator.url + "/wiki/rest/api/audit",
         params={"startDate": "2026-01-01"},
@@ -98,12 +104,12 @@ def test_bad_audit_dates_get_400(simulator: SimulatorProcess):
     assert "epoch" in r.json()["message"]
 
 
-def test_audit_retention_is_twelve_months(simulator: SimulatorProcess):
+def test_audit_retention_is_twelve_months(simulator: SimulatorProcess) -> None:
     r = requests.get(simulator.url + "/wiki/rest/api/audit/retention", auth=CLASSIC, timeout=30)
     assert r.json() == {"number": 12, "units": "MONTHS"}
 
 
-def test_appended_records_arrive_at_the_newest_end(simulator: SimulatorProcess):
+def test_appended_records_arrive_at_the_newest_end(simulator: SimulatorProcess) -> None:
     before = simulator.control("info")
     out = simulator.control("audit/append", {"count": 3})
     assert all(d > before["audit_newest"] for d in out["creationDates"])
@@ -112,7 +118,7 @@ def test_appended_records_arrive_at_the_newest_end(simulator: SimulatorProcess):
     assert simulator.control("info")["audit_records"] == before["audit_records"] + 3
 
 
-def test_late_records_land_behind_the_newest_end(simulator: SimulatorProcess):
+def test_late_records_land_behind_the_newest_end(simulator: SimulatorProcess) -> None:
     newest = simulator.control("info")["audit_newest"]
     out = simulator.control("audit/append", {"count": 2, "late_by_ms": 86_400_000})
     assert out["creationDates"] == [newest - 86_400_000] * 2
@@ -123,7 +129,7 @@ def test_late_records_land_behind_the_newest_end(simulator: SimulatorProcess):
     assert dates == sorted(dates, reverse=True)
 
 
-def test_search_string_keeps_records_with_a_matching_value(simulator: SimulatorProcess):
+def test_search_string_keeps_records_with_a_matching_value(simulator: SimulatorProcess) -> None:
     records = read_all(simulator)
     expected = [r for r in records if "space exported" in r["summary"].lower()]
     got = read_all(simulator, searchString="Space EXPORTED")
@@ -135,7 +141,7 @@ def test_search_string_keeps_records_with_a_matching_value(simulator: SimulatorP
 
 def test_live_appends_are_stamped_now_so_a_pinned_end_date_excludes_them(
     simulator: SimulatorProcess,
-):
+) -> None:
     pinned = int(time.time() * 1000)
     before = read_all(simulator, endDate=pinned)
     out = simulator.control("audit/append", {"count": 4})
@@ -145,7 +151,7 @@ def test_live_appends_are_stamped_now_so_a_pinned_end_date_excludes_them(
     ]
 
 
-def test_a_cached_page_never_hides_records_added_since(simulator: SimulatorProcess):
+def test_a_cached_page_never_hides_records_added_since(simulator: SimulatorProcess) -> None:
     first = audit(simulator, limit=5)["results"]
     assert audit(simulator, limit=5)["results"] == first  # served from the page cache
     added = simulator.control("audit/append", {"count": 1})["creationDates"][0]
@@ -159,7 +165,7 @@ def test_a_cached_page_never_hides_records_added_since(simulator: SimulatorProce
 
 def test_pages_for_the_same_records_match_whatever_the_end_date_beyond_them(
     simulator: SimulatorProcess,
-):
+) -> None:
     newest = simulator.control("info")["audit_newest"]
     a = audit(simulator, endDate=newest + 1, limit=50)
     b = audit(simulator, endDate=newest + 999_999, limit=50)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import requests
 
 from simulator.process import SimulatorProcess, refresh
@@ -13,7 +15,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_refresh_rotates_the_refresh_token_and_reports_scopes(simulator: SimulatorProcess):
+def test_refresh_rotates_the_refresh_token_and_reports_scopes(simulator: SimulatorProcess) -> None:
     status, body = refresh(simulator)
     assert status == 200
     assert body["token_type"] == "Bearer"
@@ -28,7 +30,9 @@ def test_refresh_rotates_the_refresh_token_and_reports_scopes(simulator: Simulat
     assert simulator.stats()["refreshes"] == 2
 
 
-def test_rotated_refresh_token_still_works_inside_the_reuse_leeway(simulator: SimulatorProcess):
+def test_rotated_refresh_token_still_works_inside_the_reuse_leeway(
+    simulator: SimulatorProcess,
+) -> None:
     assert refresh(simulator)[0] == 200
     status, body = refresh(simulator)  # the seed again, seconds later: inside 600 s
     assert status == 200
@@ -36,7 +40,9 @@ def test_rotated_refresh_token_still_works_inside_the_reuse_leeway(simulator: Si
     assert refresh(simulator, body["refresh_token"])[0] == 200
 
 
-def test_reuse_after_zero_leeway_revokes_the_whole_family(simulator_factory):
+def test_reuse_after_zero_leeway_revokes_the_whole_family(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(reuse_leeway=0)
     _, first = refresh(sim)
     status, body = refresh(sim)  # the seed token was rotated out: theft as far as Atlassian knows
@@ -54,7 +60,7 @@ def test_reuse_after_zero_leeway_revokes_the_whole_family(simulator_factory):
     assert stats["refreshes"] == 1
 
 
-def test_reuse_after_the_leeway_has_passed_revokes_the_family(simulator: SimulatorProcess):
+def test_reuse_after_the_leeway_has_passed_revokes_the_family(simulator: SimulatorProcess) -> None:
     _, first = refresh(simulator)
     simulator.control("clock", {"advance_s": 601})
     assert refresh(simulator)[0] == 403
@@ -62,7 +68,9 @@ def test_reuse_after_the_leeway_has_passed_revokes_the_family(simulator: Simulat
     assert simulator.stats()["revoked_families"] == 1
 
 
-def test_other_families_survive_a_revocation(simulator_factory):
+def test_other_families_survive_a_revocation(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(reuse_leeway=0)
     other = sim.control("grant", {"scopes": ["read:audit-log:confluence", "offline_access"]})
     refresh(sim)
@@ -70,13 +78,13 @@ def test_other_families_survive_a_revocation(simulator_factory):
     assert refresh(sim, other["refresh_token"])[0] == 200
 
 
-def test_unknown_refresh_token_is_refused(simulator: SimulatorProcess):
+def test_unknown_refresh_token_is_refused(simulator: SimulatorProcess) -> None:
     status, body = refresh(simulator, "fake-rt-never-issued")
     assert status == 403
     assert body["error"] == "unauthorized_client"
 
 
-def test_wrong_client_secret_is_access_denied(simulator: SimulatorProcess):
+def test_wrong_client_secret_is_access_denied(simulator: SimulatorProcess) -> None:
     r = requests.post(
         simulator.url + "/oauth/token",
         json={
@@ -91,7 +99,7 @@ def test_wrong_client_secret_is_access_denied(simulator: SimulatorProcess):
     assert r.json() == {"error": "access_denied", "error_description": "Unauthorized"}
 
 
-def test_form_encoded_refresh_is_accepted_like_json(simulator: SimulatorProcess):
+def test_form_encoded_refresh_is_accepted_like_json(simulator: SimulatorProcess) -> None:
     # singer-sdk's OAuthAuthenticator posts form data; the real auth server accepts both.
     r = requests.post(
         simulator.url + "/oauth/token",
@@ -107,12 +115,14 @@ def test_form_encoded_refresh_is_accepted_like_json(simulator: SimulatorProcess)
     assert r.json()["refresh_token"].startswith("fake-rt-")
 
 
-def test_token_ttl_option_sets_expires_in(simulator_factory):
+def test_token_ttl_option_sets_expires_in(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(token_ttl=5)
     assert refresh(sim)[1]["expires_in"] == 5
 
 
-def test_expired_access_token_gets_401(simulator: SimulatorProcess):
+def test_expired_access_token_gets_401(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
     url = simulator.gateway + "/wiki/rest/api/settings/systemInfo"
     assert requests.get(url, headers=bearer(token), timeout=10).status_code == 200
@@ -122,7 +132,7 @@ def test_expired_access_token_gets_401(simulator: SimulatorProcess):
     assert r.json() == {"code": 401, "message": "Unauthorized"}
 
 
-def test_bearer_token_is_refused_at_the_site_root(simulator: SimulatorProcess):
+def test_bearer_token_is_refused_at_the_site_root(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
     r = requests.get(
         simulator.url + "/wiki/rest/api/settings/systemInfo", headers=bearer(token), timeout=10
@@ -130,14 +140,14 @@ def test_bearer_token_is_refused_at_the_site_root(simulator: SimulatorProcess):
     assert r.status_code == 401
 
 
-def test_bearer_token_is_refused_for_another_cloud_id(simulator: SimulatorProcess):
+def test_bearer_token_is_refused_for_another_cloud_id(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
     url = simulator.url + "/ex/confluence/00000000-0000-4000-8000-000000000000"
     r = requests.get(url + "/wiki/rest/api/settings/systemInfo", headers=bearer(token), timeout=10)
     assert r.status_code == 404
 
 
-def test_classic_api_token_works_only_at_the_site_root(simulator: SimulatorProcess):
+def test_classic_api_token_works_only_at_the_site_root(simulator: SimulatorProcess) -> None:
     auth = (ADMIN, "fake-classic-api-token")
     path = "/wiki/rest/api/settings/systemInfo"
     assert requests.get(simulator.url + path, auth=auth, timeout=10).status_code == 200
@@ -145,14 +155,14 @@ def test_classic_api_token_works_only_at_the_site_root(simulator: SimulatorProce
     assert r.status_code == 401
 
 
-def test_scoped_api_token_works_only_through_the_gateway(simulator: SimulatorProcess):
+def test_scoped_api_token_works_only_through_the_gateway(simulator: SimulatorProcess) -> None:
     auth = (ADMIN, "fake-scoped-api-token")
     path = "/wiki/rest/api/settings/systemInfo"
     assert requests.get(simulator.gateway + path, auth=auth, timeout=10).status_code == 200
     assert requests.get(simulator.url + path, auth=auth, timeout=10).status_code == 401
 
 
-def test_wrong_password_and_no_credentials_are_refused(simulator: SimulatorProcess):
+def test_wrong_password_and_no_credentials_are_refused(simulator: SimulatorProcess) -> None:
     path = "/wiki/rest/api/settings/systemInfo"
     assert (
         requests.get(simulator.url + path, auth=(ADMIN, "fake-nope"), timeout=10).status_code == 401
@@ -161,14 +171,14 @@ def test_wrong_password_and_no_credentials_are_refused(simulator: SimulatorProce
     assert requests.get(simulator.gateway + path, timeout=10).status_code == 401
 
 
-def test_missing_scope_gets_the_gateway_scope_error(simulator: SimulatorProcess):
+def test_missing_scope_gets_the_gateway_scope_error(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
     r = requests.get(simulator.gateway + "/wiki/rest/api/group", headers=bearer(token), timeout=10)
     assert r.status_code == 401
     assert r.json() == {"code": 401, "message": "Unauthorized; scope does not match"}
 
 
-def test_granted_group_scopes_open_the_group_routes(simulator: SimulatorProcess):
+def test_granted_group_scopes_open_the_group_routes(simulator: SimulatorProcess) -> None:
     rt = simulator.control(
         "grant",
         {"scopes": ["read:group:confluence", "read:user:confluence", "offline_access"]},
@@ -184,7 +194,9 @@ def test_granted_group_scopes_open_the_group_routes(simulator: SimulatorProcess)
     assert r.status_code == 401
 
 
-def test_group_members_need_the_user_scope_too_with_granular_scopes(simulator: SimulatorProcess):
+def test_group_members_need_the_user_scope_too_with_granular_scopes(
+    simulator: SimulatorProcess,
+) -> None:
     rt = simulator.control("grant", {"scopes": ["read:group:confluence", "offline_access"]})
     token = refresh(simulator, rt["refresh_token"])[1]["access_token"]
     gid = requests.get(
@@ -198,7 +210,7 @@ def test_group_members_need_the_user_scope_too_with_granular_scopes(simulator: S
     assert r.status_code == 401
 
 
-def test_non_admin_grant_gets_403_on_audit(simulator: SimulatorProcess):
+def test_non_admin_grant_gets_403_on_audit(simulator: SimulatorProcess) -> None:
     rt = simulator.control(
         "grant", {"scopes": ["read:audit-log:confluence", "offline_access"], "admin": False}
     )["refresh_token"]
@@ -211,7 +223,9 @@ def test_non_admin_grant_gets_403_on_audit(simulator: SimulatorProcess):
     assert body["data"]["authorized"] is False
 
 
-def test_licence_counts_answer_only_site_root_classic_basic_auth(simulator: SimulatorProcess):
+def test_licence_counts_answer_only_site_root_classic_basic_auth(
+    simulator: SimulatorProcess,
+) -> None:
     path = "/wiki/rest/license/1.0/license/userCount"
     r = requests.get(simulator.url + path, auth=(ADMIN, "fake-classic-api-token"), timeout=10)
     assert r.status_code == 200
@@ -225,7 +239,9 @@ def test_licence_counts_answer_only_site_root_classic_basic_auth(simulator: Simu
     assert requests.get(simulator.gateway + path, auth=scoped, timeout=10).status_code == 401
 
 
-def test_accessible_resources_lists_the_site_with_granted_scopes(simulator: SimulatorProcess):
+def test_accessible_resources_lists_the_site_with_granted_scopes(
+    simulator: SimulatorProcess,
+) -> None:
     token = refresh(simulator)[1]["access_token"]
     r = requests.get(
         simulator.url + "/oauth/token/accessible-resources", headers=bearer(token), timeout=10
@@ -243,13 +259,13 @@ def test_accessible_resources_lists_the_site_with_granted_scopes(simulator: Simu
     assert r.status_code == 401
 
 
-def test_tenant_info_needs_no_credentials(simulator: SimulatorProcess):
+def test_tenant_info_needs_no_credentials(simulator: SimulatorProcess) -> None:
     r = requests.get(simulator.url + "/_edge/tenant_info", timeout=10)
     assert r.status_code == 200
     assert r.json() == {"cloudId": simulator.cloud_id}
 
 
-def test_every_issued_token_is_listed_for_leak_scans(simulator: SimulatorProcess):
+def test_every_issued_token_is_listed_for_leak_scans(simulator: SimulatorProcess) -> None:
     _, body = refresh(simulator)
     listing = simulator.control("tokens")
     access = {t["token"] for t in listing["access_tokens"]}
@@ -263,14 +279,16 @@ def test_every_issued_token_is_listed_for_leak_scans(simulator: SimulatorProcess
         assert token.count(".") < 2  # never JWT-shaped
 
 
-def test_refresh_token_unused_for_90_days_expires(simulator: SimulatorProcess):
+def test_refresh_token_unused_for_90_days_expires(simulator: SimulatorProcess) -> None:
     simulator.control("clock", {"advance_s": 91 * 86_400})
     status, body = refresh(simulator)
     assert status == 403
     assert body["error"] == "invalid_grant"
 
 
-def test_a_family_expires_after_365_days_however_often_it_is_used(simulator: SimulatorProcess):
+def test_a_family_expires_after_365_days_however_often_it_is_used(
+    simulator: SimulatorProcess,
+) -> None:
     token = simulator.creds.seed_refresh_token
     for _ in range(4):  # day 80, 160, 240, 320: each refresh resets the inactivity clock
         simulator.control("clock", {"advance_s": 80 * 86_400})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -30,7 +31,7 @@ def _authorize(sim: SimulatorProcess) -> dict[str, list[str]]:
     return parse_qs(location.query)
 
 
-def _exchange(sim: SimulatorProcess, code: str) -> dict:
+def _exchange(sim: SimulatorProcess, code: str) -> dict[str, Any]:
     body = {
         "grant_type": "authorization_code",
         "client_id": sim.creds.client_id,
@@ -40,10 +41,13 @@ def _exchange(sim: SimulatorProcess, code: str) -> dict:
     }
     r = requests.post(sim.url + "/oauth/token", json=body, timeout=30)
     assert r.status_code == 200
-    return r.json()
+    token: dict[str, Any] = r.json()
+    return token
 
 
-def test_denied_consent_redirects_with_access_denied_and_the_state(simulator: SimulatorProcess):
+def test_denied_consent_redirects_with_access_denied_and_the_state(
+    simulator: SimulatorProcess,
+) -> None:
     assert simulator.control("consent", {"consent": "deny"}) == {"consent": "deny", "admin": True}
     query = _authorize(simulator)
     assert query["error"] == ["access_denied"]
@@ -53,7 +57,9 @@ def test_denied_consent_redirects_with_access_denied_and_the_state(simulator: Si
     assert "code" in _authorize(simulator)
 
 
-def test_consent_by_a_non_admin_gives_a_token_the_audit_log_refuses(simulator: SimulatorProcess):
+def test_consent_by_a_non_admin_gives_a_token_the_audit_log_refuses(
+    simulator: SimulatorProcess,
+) -> None:
     simulator.control("consent", {"consent": "accept", "admin": False})
     token = _exchange(simulator, _authorize(simulator)["code"][0])
     headers = {"Authorization": f"Bearer {token['access_token']}"}
@@ -67,7 +73,7 @@ def test_consent_by_a_non_admin_gives_a_token_the_audit_log_refuses(simulator: S
     assert info.status_code == 200
 
 
-def test_unknown_consent_value_is_refused(simulator: SimulatorProcess):
+def test_unknown_consent_value_is_refused(simulator: SimulatorProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         simulator.control("consent", {"consent": "maybe"})
     refused.value.close()  # it holds the response's socket

@@ -6,13 +6,15 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import requests
 
 from simulator.process import REPO_ROOT, SimulatorProcess, refresh
 
 
-def test_command_line_prints_ready_and_serves():
+def test_command_line_prints_ready_and_serves() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator", "--port", "0", "--users", "5"],
         cwd=REPO_ROOT,
@@ -20,6 +22,7 @@ def test_command_line_prints_ready_and_serves():
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    assert proc.stdout is not None
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("READY http://127.0.0.1:")
@@ -31,7 +34,7 @@ def test_command_line_prints_ready_and_serves():
         proc.stdout.close()
 
 
-def test_bad_fault_option_fails_with_one_sentence():
+def test_bad_fault_option_fails_with_one_sentence() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "simulator", "--port", "0", "--rate-limit-every", "x"],
         cwd=REPO_ROOT,
@@ -45,7 +48,7 @@ def test_bad_fault_option_fails_with_one_sentence():
     assert "rate_limit_every must be a number" in r.stderr
 
 
-def test_stats_count_requests_per_route(simulator: SimulatorProcess):
+def test_stats_count_requests_per_route(simulator: SimulatorProcess) -> None:
     requests.get(simulator.url + "/_edge/tenant_info", timeout=10)
     requests.get(simulator.url + "/_edge/tenant_info", timeout=10)
     requests.get(simulator.url + "/wiki/rest/api/audit", timeout=10)
@@ -57,7 +60,7 @@ def test_stats_count_requests_per_route(simulator: SimulatorProcess):
     assert simulator.stats()["total_requests"] == 0
 
 
-def test_tap_config_modes_point_every_host_at_the_server(simulator: SimulatorProcess):
+def test_tap_config_modes_point_every_host_at_the_server(simulator: SimulatorProcess) -> None:
     oauth = simulator.tap_config("oauth")
     assert oauth["api_url"] == oauth["auth_url"] == oauth["site_url"] == simulator.url
     assert oauth["refresh_token"] == "fake-refresh-token-seed"
@@ -71,13 +74,15 @@ def test_tap_config_modes_point_every_host_at_the_server(simulator: SimulatorPro
     assert both["token_store_path"].endswith("token_store.json")
 
 
-def test_stop_kills_the_process_it_started(simulator_factory):
+def test_stop_kills_the_process_it_started(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory()
     sim.stop()
     assert sim.proc.poll() is not None
 
 
-def test_faults_can_be_set_and_cleared_at_run_time(simulator: SimulatorProcess):
+def test_faults_can_be_set_and_cleared_at_run_time(simulator: SimulatorProcess) -> None:
     assert simulator.control("faults", {"rate_limit_every": 1})["rate_limit_every"] == 1
     assert requests.get(simulator.url + "/_edge/tenant_info", timeout=10).status_code == 429
     # The control API itself is never faulted.
@@ -88,7 +93,7 @@ def test_faults_can_be_set_and_cleared_at_run_time(simulator: SimulatorProcess):
     assert r.status_code == 400
 
 
-def test_benchmark_script_reads_the_whole_log(tmp_path):
+def test_benchmark_script_reads_the_whole_log(tmp_path: Path) -> None:
     # The benchmark's figures are only worth something if it really reads every record.
     r = subprocess.run(
         [sys.executable, "-m", "simulator.bench", "--records", "2345"],
@@ -103,7 +108,7 @@ def test_benchmark_script_reads_the_whole_log(tmp_path):
     assert all(line.split(":")[1].split()[0] == "2345" for line in lines)
 
 
-def _read_response(sock, buf: bytes) -> tuple[int, bytes, bytes]:
+def _read_response(sock: socket.socket, buf: bytes) -> tuple[int, bytes, bytes]:
     while b"\r\n\r\n" not in buf:
         buf += sock.recv(65536)
     head, _, rest = buf.partition(b"\r\n\r\n")
@@ -114,7 +119,7 @@ def _read_response(sock, buf: bytes) -> tuple[int, bytes, bytes]:
     return int(head.split()[1]), rest[:length], rest[length:]
 
 
-def test_keep_alive_serves_several_requests_on_one_connection(simulator: SimulatorProcess):
+def test_keep_alive_serves_several_requests_on_one_connection(simulator: SimulatorProcess) -> None:
     # Content-Length must count bytes, not characters: the bodies are full of non-ASCII names.
     host, port = simulator.url.removeprefix("http://").split(":")
     auth = "Authorization: Basic YWRtaW5AZXhhbXBsZS5jb206ZmFrZS1jbGFzc2ljLWFwaS10b2tlbg=="
@@ -130,7 +135,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(simulator: Simulat
     assert seen == [200, 404, 200]
 
 
-def test_run_time_config_changes_lifetimes_and_leeway(simulator: SimulatorProcess):
+def test_run_time_config_changes_lifetimes_and_leeway(simulator: SimulatorProcess) -> None:
     simulator.control("config", {"token_ttl": 7, "reuse_leeway": 0})
     status, body = refresh(simulator)
     assert status == 200
@@ -139,7 +144,7 @@ def test_run_time_config_changes_lifetimes_and_leeway(simulator: SimulatorProces
     assert simulator.stats()["revoked_families"] == 1
 
 
-def test_expire_access_tokens_makes_live_tokens_fail(simulator: SimulatorProcess):
+def test_expire_access_tokens_makes_live_tokens_fail(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
     url = simulator.gateway + "/wiki/rest/api/user/current"
     headers = {"Authorization": f"Bearer {token}"}
@@ -148,11 +153,14 @@ def test_expire_access_tokens_makes_live_tokens_fail(simulator: SimulatorProcess
     assert requests.get(url, headers=headers, timeout=10).status_code == 401
 
 
-def test_site_url_option_sets_the_links_clients_must_rebase(simulator_factory):
+def test_site_url_option_sets_the_links_clients_must_rebase(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(site_url="https://acme.atlassian.net")
+    params: dict[str, str | int] = {"cql": "type=user", "limit": 2}
     body = requests.get(
         sim.url + "/wiki/rest/api/search/user",
-        params={"cql": "type=user", "limit": 2},
+        params=params,
         auth=("admin@example.com", "fake-classic-api-token"),
         timeout=10,
     ).json()
@@ -161,7 +169,7 @@ def test_site_url_option_sets_the_links_clients_must_rebase(simulator_factory):
     assert sim.control("info")["site_url"] == "https://acme.atlassian.net"
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "simulator", *args],
         cwd=REPO_ROOT,
@@ -172,7 +180,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_bad_dates_and_a_busy_port_fail_with_one_sentence():
+def test_bad_dates_and_a_busy_port_fail_with_one_sentence() -> None:
     bad_date = _run_cli("--port", "0", "--audit-start", "last tuesday")
     assert bad_date.returncode == 2
     assert "ISO 8601 date or epoch milliseconds" in bad_date.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -22,10 +24,11 @@ def statuses(sim: SimulatorProcess, n: int, path: str = "/_edge/tenant_info") ->
         return [s.get(sim.url + path, auth=CLASSIC, timeout=30).status_code for _ in range(n)]
 
 
-def audit(sim: SimulatorProcess, **params) -> dict:
+def audit(sim: SimulatorProcess, **params: int) -> dict[str, Any]:
     r = requests.get(sim.url + "/wiki/rest/api/audit", params=params, auth=CLASSIC, timeout=30)
     assert r.status_code == 200
-    return r.json()
+    body: dict[str, Any] = r.json()
+    return body
 
 
 def raw_get(sim: SimulatorProcess, path: str) -> tuple[bytes, bytes | Exception]:
@@ -44,7 +47,9 @@ def raw_get(sim: SimulatorProcess, path: str) -> tuple[bytes, bytes | Exception]
             data += chunk
 
 
-def test_rate_limit_every_nth_request_with_atlassian_headers(simulator_factory):
+def test_rate_limit_every_nth_request_with_atlassian_headers(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(rate_limit_every=2, retry_after=3)
     assert statuses(sim, 4) == [200, 429, 200, 429]
     r = requests.get(sim.url + "/_edge/tenant_info", timeout=30)  # 5th: fine
@@ -58,19 +63,25 @@ def test_rate_limit_every_nth_request_with_atlassian_headers(simulator_factory):
     assert sim.stats()["faults_injected"]["rate_limit"] == 3
 
 
-def test_rate_limit_bursts_last_k_consecutive_requests(simulator_factory):
+def test_rate_limit_bursts_last_k_consecutive_requests(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(rate_limit_every=3, rate_limit_burst=2)
     assert statuses(sim, 7) == [200, 200, 429, 429, 200, 429, 429]
 
 
-def test_huge_retry_after_is_sent_verbatim(simulator_factory):
+def test_huge_retry_after_is_sent_verbatim(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(rate_limit_every=1, retry_after=HUGE_RETRY_AFTER)
     r = requests.get(sim.url + "/_edge/tenant_info", timeout=30)
     assert r.status_code == 429
     assert r.headers["Retry-After"] == "9223372036854775807"
 
 
-def test_error_every_cycles_through_5xx_with_their_real_shapes(simulator_factory):
+def test_error_every_cycles_through_5xx_with_their_real_shapes(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(error_every=1, error_statuses="500,502,503,504")
     seen = {}
     with requests.Session() as s:
@@ -85,7 +96,9 @@ def test_error_every_cycles_through_5xx_with_their_real_shapes(simulator_factory
     assert {injected[f"error_{c}"] for c in (500, 502, 503, 504)} == {1}
 
 
-def test_error_rate_is_reproducible_from_the_seed(simulator_factory):
+def test_error_rate_is_reproducible_from_the_seed(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     a = simulator_factory(seed=5, error_rate=0.3)
     b = simulator_factory(seed=5, error_rate=0.3)
     c = simulator_factory(seed=6, error_rate=0.3)
@@ -96,7 +109,9 @@ def test_error_rate_is_reproducible_from_the_seed(simulator_factory):
     assert any(s >= 500 for s in sa)
 
 
-def test_reset_sends_part_of_the_body_then_a_tcp_reset(simulator_factory):
+def test_reset_sends_part_of_the_body_then_a_tcp_reset(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(reset_every=1)
     _, end = raw_get(sim, "/_edge/tenant_info")
     assert isinstance(end, ConnectionResetError)
@@ -105,18 +120,24 @@ def test_reset_sends_part_of_the_body_then_a_tcp_reset(simulator_factory):
     assert sim.stats()["faults_injected"]["reset"] == 2
 
 
-def test_truncate_sends_full_content_length_but_half_the_body(simulator_factory):
+def test_truncate_sends_full_content_length_but_half_the_body(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(truncate_every=1)
     data, end = raw_get(sim, "/wiki/rest/api/settings/systemInfo")
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    found = re.search(rb"Content-Length: (\d+)", head)
+    assert found is not None
+    length = int(found.group(1))
     assert end == b""  # a clean close, not a reset
     assert 0 < len(body) < length
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(sim.url + "/wiki/rest/api/audit", auth=CLASSIC, timeout=30)
 
 
-def test_bad_json_is_a_complete_200_whose_json_is_cut(simulator_factory):
+def test_bad_json_is_a_complete_200_whose_json_is_cut(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(bad_json_every=2)
     with requests.Session() as s:
         ok = s.get(sim.url + "/wiki/rest/api/audit", auth=CLASSIC, timeout=30)
@@ -131,19 +152,25 @@ def test_bad_json_is_a_complete_200_whose_json_is_cut(simulator_factory):
     assert again.json()["size"] == 1000
 
 
-def test_latency_is_added_and_counted_without_changing_answers(simulator_factory):
+def test_latency_is_added_and_counted_without_changing_answers(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(latency_ms=20)
     assert statuses(sim, 3) == [200, 200, 200]
     assert sim.stats()["faults_injected"]["latency"] == 3
 
 
-def test_faults_can_be_limited_to_named_routes(simulator_factory):
+def test_faults_can_be_limited_to_named_routes(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(rate_limit_every=1, routes="audit")
     assert statuses(sim, 2) == [200, 200]
     assert statuses(sim, 1, "/wiki/rest/api/audit") == [429]
 
 
-def test_records_appended_while_paging_shift_offsets_by_the_newest_end(simulator_factory):
+def test_records_appended_while_paging_shift_offsets_by_the_newest_end(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(append_during_paging="1:5")
     first = audit(sim, limit=100)["results"]
     second = audit(sim, limit=100, start=100)["results"]
@@ -153,7 +180,9 @@ def test_records_appended_while_paging_shift_offsets_by_the_newest_end(simulator
     assert sim.control("info")["audit_records"] == 2510
 
 
-def test_late_records_appear_older_than_the_newest_while_paging(simulator_factory):
+def test_late_records_appear_older_than_the_newest_while_paging(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(late_records="2:3", late_by_ms=60_000)
     newest = sim.control("info")["audit_newest"]
     audit(sim, limit=10)
@@ -163,13 +192,15 @@ def test_late_records_appear_older_than_the_newest_while_paging(simulator_factor
     assert sim.stats()["faults_injected"]["late_records"] == 3
 
 
-def test_fault_options_can_be_set_through_the_control_api(simulator: SimulatorProcess):
+def test_fault_options_can_be_set_through_the_control_api(simulator: SimulatorProcess) -> None:
     simulator.control("faults", {"append_during_paging": {"every": 1, "count": 2}})
     audit(simulator, limit=1)
     assert simulator.control("info")["audit_records"] == 2502
 
 
-def test_a_lost_token_response_then_a_retry_survives_only_inside_the_leeway(simulator_factory):
+def test_a_lost_token_response_then_a_retry_survives_only_inside_the_leeway(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     # The auth server rotates the token, the response is lost, the client retries the old one.
     for leeway, expected in ((600, 200), (0, 403)):
         sim = simulator_factory(reset_every=1, routes="oauth_token", reuse_leeway=leeway)

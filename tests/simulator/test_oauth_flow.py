@@ -11,7 +11,7 @@ from simulator.process import SimulatorProcess
 SCOPES = "read:audit-log:confluence read:content-details:confluence offline_access"
 
 
-def authorize(sim: SimulatorProcess, **overrides) -> requests.Response:
+def authorize(sim: SimulatorProcess, **overrides: str) -> requests.Response:
     params = {
         "audience": "api.atlassian.com",
         "client_id": "fake-client-id",
@@ -25,7 +25,9 @@ def authorize(sim: SimulatorProcess, **overrides) -> requests.Response:
     return requests.get(sim.url + "/authorize", params=params, allow_redirects=False, timeout=30)
 
 
-def exchange(sim: SimulatorProcess, code: str, redirect_uri: str = "http://localhost/callback"):
+def exchange(
+    sim: SimulatorProcess, code: str, redirect_uri: str = "http://localhost/callback"
+) -> requests.Response:
     return requests.post(
         sim.url + "/oauth/token",
         json={
@@ -45,7 +47,9 @@ def code_from(response: requests.Response) -> tuple[str, dict[str, list[str]]]:
     return query["code"][0], query
 
 
-def test_authorize_redirects_back_with_a_code_and_the_same_state(simulator: SimulatorProcess):
+def test_authorize_redirects_back_with_a_code_and_the_same_state(
+    simulator: SimulatorProcess,
+) -> None:
     r = authorize(simulator)
     assert r.status_code == 302
     assert r.headers["Location"].startswith("http://localhost/callback?")
@@ -58,7 +62,7 @@ def test_authorize_redirects_back_with_a_code_and_the_same_state(simulator: Simu
     assert body["refresh_token"].startswith("fake-rt-")
 
 
-def test_a_code_works_once_and_only_with_its_redirect_uri(simulator: SimulatorProcess):
+def test_a_code_works_once_and_only_with_its_redirect_uri(simulator: SimulatorProcess) -> None:
     code, _ = code_from(authorize(simulator))
     assert exchange(simulator, code, "http://localhost/other").status_code == 403
     assert exchange(simulator, code).status_code == 200
@@ -67,20 +71,20 @@ def test_a_code_works_once_and_only_with_its_redirect_uri(simulator: SimulatorPr
     assert again.json()["error"] == "invalid_grant"
 
 
-def test_without_offline_access_there_is_no_refresh_token(simulator: SimulatorProcess):
+def test_without_offline_access_there_is_no_refresh_token(simulator: SimulatorProcess) -> None:
     code, _ = code_from(authorize(simulator, scope="read:audit-log:confluence"))
     body = exchange(simulator, code).json()
     assert "access_token" in body
     assert "refresh_token" not in body
 
 
-def test_authorize_refuses_an_unknown_client(simulator: SimulatorProcess):
+def test_authorize_refuses_an_unknown_client(simulator: SimulatorProcess) -> None:
     assert authorize(simulator, client_id="fake-other-client").status_code == 400
 
 
 def last_active(
-    sim: SimulatorProcess, account: str, key: str = "fake-org-api-key", org="fake-org-id"
-):
+    sim: SimulatorProcess, account: str, key: str = "fake-org-api-key", org: str = "fake-org-id"
+) -> requests.Response:
     return requests.get(
         f"{sim.url}/admin/v1/orgs/{org}/directory/users/{account}/last-active-dates",
         headers={"Authorization": f"Bearer {key}"},
@@ -89,16 +93,17 @@ def last_active(
 
 
 def user_ids(sim: SimulatorProcess) -> list[str]:
+    params: dict[str, str | int] = {"cql": "type=user", "limit": 200}
     body = requests.get(
         sim.url + "/wiki/rest/api/search/user",
-        params={"cql": "type=user", "limit": 200},
+        params=params,
         auth=("admin@example.com", "fake-classic-api-token"),
         timeout=30,
     ).json()
     return [r["user"]["accountId"] for r in body["results"]]
 
 
-def test_last_active_dates_give_a_day_per_product_or_nothing(simulator: SimulatorProcess):
+def test_last_active_dates_give_a_day_per_product_or_nothing(simulator: SimulatorProcess) -> None:
     answers = [last_active(simulator, a) for a in user_ids(simulator)[:60]]
     assert {r.status_code for r in answers} == {200}
     bodies = [r.json() for r in answers]
@@ -111,7 +116,9 @@ def test_last_active_dates_give_a_day_per_product_or_nothing(simulator: Simulato
     assert len(entry["last_active"]) == 10  # a date, YYYY-MM-DD
 
 
-def test_last_active_dates_need_the_org_key_org_and_a_known_user(simulator: SimulatorProcess):
+def test_last_active_dates_need_the_org_key_org_and_a_known_user(
+    simulator: SimulatorProcess,
+) -> None:
     account = user_ids(simulator)[0]
     assert last_active(simulator, account, key="fake-wrong-key").status_code == 401
     assert last_active(simulator, account, org="fake-other-org").status_code == 404

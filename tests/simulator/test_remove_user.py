@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import requests
 
@@ -10,7 +12,7 @@ from tests.support.site_http import CLASSIC, page_all_users, site_get
 
 
 @pytest.fixture
-def sim(simulator_factory) -> SimulatorProcess:
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return simulator_factory(users=12, guests=2, groups=4, audit_records=20, content=5)
 
 
@@ -32,7 +34,9 @@ def licensed_count(sim: SimulatorProcess) -> int:
     return int(requests.get(url, auth=CLASSIC, timeout=30).json()["count"])
 
 
-def test_removed_user_leaves_the_user_search_the_groups_and_the_seat_count(sim):
+def test_removed_user_leaves_the_user_search_the_groups_and_the_seat_count(
+    sim: SimulatorProcess,
+) -> None:
     users = page_all_users(sim, limit=200)
     members = members_of_every_group(sim)
     # A licensed, active user in at least one group (user 0 is the admin the tests log in as).
@@ -61,7 +65,7 @@ def test_removed_user_leaves_the_user_search_the_groups_and_the_seat_count(sim):
     assert licensed_count(sim) == seats - 1
 
 
-def test_removing_an_unknown_user_is_refused(sim):
+def test_removing_an_unknown_user_is_refused(sim: SimulatorProcess) -> None:
     url = sim.url + "/_sim/users/remove"
     response = requests.post(url, json={"account_id": "no-such-user"}, timeout=30)
     assert response.status_code == 400

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
@@ -12,11 +13,11 @@ CLASSIC = ("admin@example.com", "fake-classic-api-token")
 EXPAND = "content.history.lastUpdated"
 
 
-def search(sim: SimulatorProcess, **params) -> requests.Response:
+def search(sim: SimulatorProcess, **params: str | int) -> requests.Response:
     return requests.get(sim.url + "/wiki/rest/api/search", params=params, auth=CLASSIC, timeout=30)
 
 
-def search_all(sim: SimulatorProcess, cql: str, limit: int = 50) -> list[dict]:
+def search_all(sim: SimulatorProcess, cql: str, limit: int = 50) -> list[dict[str, Any]]:
     body = search(sim, cql=cql, limit=limit, expand=EXPAND).json()
     out = list(body["results"])
     while "next" in body["_links"]:
@@ -27,11 +28,11 @@ def search_all(sim: SimulatorProcess, cql: str, limit: int = 50) -> list[dict]:
     return out
 
 
-def when(result: dict) -> datetime:
+def when(result: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(result["lastModified"].replace("Z", "+00:00"))
 
 
-def test_cursor_pages_cover_every_match_exactly_once(simulator: SimulatorProcess):
+def test_cursor_pages_cover_every_match_exactly_once(simulator: SimulatorProcess) -> None:
     everything = search_all(simulator, "type in (page, blogpost, comment, attachment)")
     ids = [r["content"]["id"] for r in everything]
     assert len(ids) == len(set(ids)) == simulator.control("info")["content"]
@@ -39,14 +40,16 @@ def test_cursor_pages_cover_every_match_exactly_once(simulator: SimulatorProcess
     assert first["totalSize"] == len(ids)
 
 
-def test_limit_defaults_to_25_and_is_clamped_to_250(simulator: SimulatorProcess):
+def test_limit_defaults_to_25_and_is_clamped_to_250(simulator: SimulatorProcess) -> None:
     assert search(simulator, cql="type=page").json()["limit"] == 25
     body = search(simulator, cql="type in (page, blogpost, comment, attachment)", limit=1000).json()
     assert body["limit"] == 250
     assert body["size"] == 250
 
 
-def test_type_filter_and_lastmodified_window_select_the_right_items(simulator: SimulatorProcess):
+def test_type_filter_and_lastmodified_window_select_the_right_items(
+    simulator: SimulatorProcess,
+) -> None:
     everything = search_all(simulator, "type in (page, blogpost, comment, attachment)")
     cutoff = datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
     got = search_all(simulator, 'type in (page, blogpost) and lastmodified >= "2026/06/01 12:30"')
@@ -59,7 +62,7 @@ def test_type_filter_and_lastmodified_window_select_the_right_items(simulator: S
     assert expected
 
 
-def test_dates_have_minute_resolution(simulator: SimulatorProcess):
+def test_dates_have_minute_resolution(simulator: SimulatorProcess) -> None:
     everything = search_all(simulator, "type in (page, blogpost, comment, attachment)")
     item = next(r for r in everything if when(r).second > 0)
     minute = when(item).strftime("%Y/%m/%d %H:%M")
@@ -70,7 +73,7 @@ def test_dates_have_minute_resolution(simulator: SimulatorProcess):
     assert cid in {r["content"]["id"] for r in ge}
 
 
-def test_iso_day_dates_and_order_by_work(simulator: SimulatorProcess):
+def test_iso_day_dates_and_order_by_work(simulator: SimulatorProcess) -> None:
     asc = search_all(simulator, 'lastmodified >= "2026-03-01" order by lastmodified asc')
     stamps = [r["lastModified"] for r in asc]
     assert stamps == sorted(stamps)
@@ -79,7 +82,7 @@ def test_iso_day_dates_and_order_by_work(simulator: SimulatorProcess):
     assert [r["lastModified"] for r in desc] == sorted(stamps, reverse=True)
 
 
-def test_history_expansion_names_the_last_editor(simulator: SimulatorProcess):
+def test_history_expansion_names_the_last_editor(simulator: SimulatorProcess) -> None:
     body = search(simulator, cql="type=page", limit=5, expand=EXPAND).json()
     for r in body["results"]:
         last = r["content"]["history"]["lastUpdated"]
@@ -90,7 +93,7 @@ def test_history_expansion_names_the_last_editor(simulator: SimulatorProcess):
     assert "history" in plain["_expandable"]
 
 
-def test_unparseable_cql_gets_a_confluence_400(simulator: SimulatorProcess):
+def test_unparseable_cql_gets_a_confluence_400(simulator: SimulatorProcess) -> None:
     for bad in ("type = = page", 'lastmodified >= "01.05.2026"', "type in (page", "colour = red",
                 "type = wiki", "lastmodified ~ 2026"):  # fmt: skip
         r = search(simulator, cql=bad)
@@ -100,17 +103,20 @@ def test_unparseable_cql_gets_a_confluence_400(simulator: SimulatorProcess):
     assert search(simulator).status_code == 400
 
 
-def test_a_cursor_from_another_query_is_refused(simulator: SimulatorProcess):
+def test_a_cursor_from_another_query_is_refused(simulator: SimulatorProcess) -> None:
     nxt = search(simulator, cql="type=page", limit=2).json()["_links"]["next"]
     cursor = nxt.split("cursor=")[1].split("&")[0]
     assert search(simulator, cql="type=comment", cursor=cursor).status_code == 400
 
 
-def test_search_works_through_the_gateway_with_the_search_scope(simulator: SimulatorProcess):
+def test_search_works_through_the_gateway_with_the_search_scope(
+    simulator: SimulatorProcess,
+) -> None:
     token = refresh(simulator)[1]["access_token"]
+    params: dict[str, str | int] = {"cql": "type=page", "limit": 3}
     r = requests.get(
         simulator.gateway + "/wiki/rest/api/search",
-        params={"cql": "type=page", "limit": 3},
+        params=params,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import requests
 
 from simulator.process import SimulatorProcess, refresh
 from tests.support.site_http import CLASSIC, page_all_users, site_get
 
 
-def test_search_user_pages_cover_every_licensed_user_once(simulator: SimulatorProcess):
+def test_search_user_pages_cover_every_licensed_user_once(simulator: SimulatorProcess) -> None:
     info = simulator.control("info")
     users = page_all_users(simulator, limit=100)
     ids = [u["accountId"] for u in users]
@@ -17,18 +19,19 @@ def test_search_user_pages_cover_every_licensed_user_once(simulator: SimulatorPr
     assert all("accountStatus" not in u for u in users)
 
 
-def test_search_user_next_link_is_relative_to_the_wiki_base(simulator: SimulatorProcess):
+def test_search_user_next_link_is_relative_to_the_wiki_base(simulator: SimulatorProcess) -> None:
     body = site_get(simulator, "/wiki/rest/api/search/user", cql="type=user", limit=2).json()
     assert body["_links"]["base"] == simulator.url + "/wiki"
     assert body["_links"]["context"] == "/wiki"
     assert body["_links"]["next"] == "/rest/api/search/user?cql=type%3Duser&limit=2&start=2"
 
 
-def test_gateway_responses_carry_the_site_base_not_the_gateway(simulator: SimulatorProcess):
+def test_gateway_responses_carry_the_site_base_not_the_gateway(simulator: SimulatorProcess) -> None:
     token = refresh(simulator)[1]["access_token"]
+    params: dict[str, str | int] = {"cql": "type=user", "limit": 5}
     r = requests.get(
         simulator.gateway + "/wiki/rest/api/search/user",
-        params={"cql": "type=user", "limit": 5},
+        params=params,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
@@ -41,20 +44,20 @@ def test_gateway_responses_carry_the_site_base_not_the_gateway(simulator: Simula
     assert naive.status_code == 401
 
 
-def test_search_user_limit_is_clamped_to_200(simulator: SimulatorProcess):
+def test_search_user_limit_is_clamped_to_200(simulator: SimulatorProcess) -> None:
     body = site_get(simulator, "/wiki/rest/api/search/user", cql="type=user", limit=500).json()
     assert body["limit"] == 200
     assert body["size"] == 200
     assert "limit=200&start=200" in body["_links"]["next"]
 
 
-def test_search_user_default_limit_is_25(simulator: SimulatorProcess):
+def test_search_user_default_limit_is_25(simulator: SimulatorProcess) -> None:
     body = site_get(simulator, "/wiki/rest/api/search/user", cql="type=user").json()
     assert body["limit"] == 25
     assert body["size"] == 25
 
 
-def test_guests_appear_only_with_the_external_or_all_filter(simulator: SimulatorProcess):
+def test_guests_appear_only_with_the_external_or_all_filter(simulator: SimulatorProcess) -> None:
     info = simulator.control("info")
     guests = page_all_users(simulator, limit=200, sitePermissionTypeFilter="externalCollaborator")
     assert len(guests) == info["guests"]
@@ -63,7 +66,9 @@ def test_guests_appear_only_with_the_external_or_all_filter(simulator: Simulator
     assert len(everyone) == info["users"] + info["guests"]
 
 
-def test_type_user_search_stops_at_ten_thousand_users(simulator_factory):
+def test_type_user_search_stops_at_ten_thousand_users(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
     sim = simulator_factory(users=10_050, guests=0, audit_records=10, content=0)
     body = site_get(sim, "/wiki/rest/api/search/user", cql="type=user", limit=200, start=9900)
     body = body.json()
@@ -73,7 +78,7 @@ def test_type_user_search_stops_at_ten_thousand_users(simulator_factory):
     assert past.json()["results"] == []
 
 
-def test_unparseable_user_cql_gets_400(simulator: SimulatorProcess):
+def test_unparseable_user_cql_gets_400(simulator: SimulatorProcess) -> None:
     r = site_get(simulator, "/wiki/rest/api/search/user", cql="type = = user")
     assert r.status_code == 400
     assert r.json()["statusCode"] == 400
@@ -84,7 +89,7 @@ def test_unparseable_user_cql_gets_400(simulator: SimulatorProcess):
     assert wrong_filter.status_code == 400
 
 
-def test_user_data_has_the_awkward_cases_real_sites_have(simulator: SimulatorProcess):
+def test_user_data_has_the_awkward_cases_real_sites_have(simulator: SimulatorProcess) -> None:
     users = page_all_users(simulator, limit=200, sitePermissionTypeFilter="all")
     names = [u["displayName"] for u in users]
     assert any(u["email"] is None for u in users)
@@ -99,7 +104,7 @@ def test_user_data_has_the_awkward_cases_real_sites_have(simulator: SimulatorPro
     assert any(len(i) == 24 and ":" not in i for i in ids)
 
 
-def test_user_bulk_reveals_account_status(simulator: SimulatorProcess):
+def test_user_bulk_reveals_account_status(simulator: SimulatorProcess) -> None:
     ids = [u["accountId"] for u in page_all_users(simulator, limit=200)][:150]
     r = requests.get(
         simulator.url + "/wiki/rest/api/user/bulk",
@@ -116,7 +121,7 @@ def test_user_bulk_reveals_account_status(simulator: SimulatorProcess):
     assert len(statuses) > 1
 
 
-def test_user_bulk_silently_drops_unknown_ids(simulator: SimulatorProcess):
+def test_user_bulk_silently_drops_unknown_ids(simulator: SimulatorProcess) -> None:
     known = site_get(simulator, "/wiki/rest/api/user/current").json()["accountId"]
     r = site_get(
         simulator, "/wiki/rest/api/user/bulk", accountId=[known, "5b10ac8d82e05b22cc7dffff"]
@@ -124,7 +129,7 @@ def test_user_bulk_silently_drops_unknown_ids(simulator: SimulatorProcess):
     assert [u["accountId"] for u in r.json()["results"]] == [known]
 
 
-def test_user_bulk_refuses_more_than_200_ids(simulator: SimulatorProcess):
+def test_user_bulk_refuses_more_than_200_ids(simulator: SimulatorProcess) -> None:
     ids = [f"{i:024x}" for i in range(201)]
     r = requests.get(
         simulator.url + "/wiki/rest/api/user/bulk",
@@ -135,7 +140,7 @@ def test_user_bulk_refuses_more_than_200_ids(simulator: SimulatorProcess):
     assert r.status_code == 400
 
 
-def test_request_line_over_8_kib_gets_400(simulator: SimulatorProcess):
+def test_request_line_over_8_kib_gets_400(simulator: SimulatorProcess) -> None:
     ids = ["557058:" + f"{i:08x}-aaaa-4bbb-8ccc-dddddddddddd" for i in range(190)]
     r = requests.get(
         simulator.url + "/wiki/rest/api/user/bulk",
@@ -143,11 +148,12 @@ def test_request_line_over_8_kib_gets_400(simulator: SimulatorProcess):
         auth=CLASSIC,
         timeout=30,
     )
+    assert r.request.url is not None
     assert len(r.request.url) > 8192
     assert r.status_code == 400
 
 
-def test_user_by_account_id_and_404_for_unknown(simulator: SimulatorProcess):
+def test_user_by_account_id_and_404_for_unknown(simulator: SimulatorProcess) -> None:
     me = site_get(simulator, "/wiki/rest/api/user/current").json()
     assert me["email"] == "admin@example.com"
     assert me["accountStatus"] == "active"
@@ -157,7 +163,7 @@ def test_user_by_account_id_and_404_for_unknown(simulator: SimulatorProcess):
     assert missing.status_code == 404
 
 
-def test_groups_are_alphabetical_and_members_page_within_200(simulator: SimulatorProcess):
+def test_groups_are_alphabetical_and_members_page_within_200(simulator: SimulatorProcess) -> None:
     body = site_get(simulator, "/wiki/rest/api/group", limit=5).json()
     assert "next" in body["_links"]
     groups = site_get(simulator, "/wiki/rest/api/group").json()["results"]
@@ -176,7 +182,7 @@ def test_groups_are_alphabetical_and_members_page_within_200(simulator: Simulato
     assert site_get(simulator, "/wiki/rest/api/group/nope/membersByGroupId").status_code == 404
 
 
-def test_every_route_answers_the_same_under_both_prefixes(simulator: SimulatorProcess):
+def test_every_route_answers_the_same_under_both_prefixes(simulator: SimulatorProcess) -> None:
     scoped = ("admin@example.com", "fake-scoped-api-token")
     for path in (
         "/wiki/rest/api/settings/systemInfo",
@@ -196,7 +202,7 @@ def test_every_route_answers_the_same_under_both_prefixes(simulator: SimulatorPr
         assert a == b, path
 
 
-def test_system_info_and_licence_counts_agree_with_the_data(simulator: SimulatorProcess):
+def test_system_info_and_licence_counts_agree_with_the_data(simulator: SimulatorProcess) -> None:
     info = simulator.control("info")
     sysinfo = site_get(simulator, "/wiki/rest/api/settings/systemInfo").json()
     assert sysinfo["cloudId"] == simulator.cloud_id

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
+from typing import Any
 
 
 class Log:
@@ -12,9 +14,9 @@ class Log:
         self.records = [{"creationDate": d, "n": i} for i, d in enumerate(dates)]
         # Kept sorted oldest first, ties by insertion, for bisecting the date bounds.
         self._keys = sorted((r["creationDate"], r["n"]) for r in self.records)
-        self.on_fetch = None
+        self.on_fetch: Callable[[Log], None] | None = None
 
-    def fetch(self, start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict]:
+    def fetch(self, start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict[str, Any]]:
         if self.on_fetch:
             self.on_fetch(self)
         lo = bisect.bisect_left(self._keys, (start_ms, -1))

@@ -44,7 +44,7 @@ def sim_env(sim: SimulatorProcess, tmp_path: Path, **extra: str) -> dict[str, st
 
 def run_cli(
     args: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args],
         check=False,
@@ -61,8 +61,8 @@ def run_cli(
 class LoginProcess:
     """A running `login`; its stdout is read on a thread so the pipe never fills."""
 
-    proc: subprocess.Popen
-    lines: queue.Queue
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
     stdout: list[str]
 
     def authorization_url(self, timeout: float = 60) -> str:

@@ -7,6 +7,9 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from typing_extensions import override
 
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
@@ -22,7 +25,7 @@ class TokenServer:
     """Answers every refresh with fresh fake tokens after ``delay`` seconds; records bodies."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.received: list[dict] = []
+        self.received: list[dict[str, Any]] = []
         counter = itertools.count(1)
         outer = self
 
@@ -46,6 +49,7 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            @override
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -60,7 +64,9 @@ class TokenServer:
         self.thread.join(10)
 
 
-def pg_store(url: str, cloud_id: str = "cloud-a", client_id: str = "fake-client-id"):
+def pg_store(
+    url: str, cloud_id: str = "cloud-a", client_id: str = "fake-client-id"
+) -> PostgresTokenStore:
     store = open_store(
         cloud_id=cloud_id, client_id=client_id, token_store_url=url, token_store_key=KEY
     )
@@ -68,7 +74,9 @@ def pg_store(url: str, cloud_id: str = "cloud-a", client_id: str = "fake-client-
     return store
 
 
-def pg_auth(endpoint: str, store, cloud_id: str = "cloud-a", seed: str = SEED):
+def pg_auth(
+    endpoint: str, store: PostgresTokenStore, cloud_id: str = "cloud-a", seed: str = SEED
+) -> AtlassianOAuthAuthenticator:
     return AtlassianOAuthAuthenticator(
         auth_endpoint=endpoint,
         client_id="fake-client-id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 import requests
@@ -11,13 +12,15 @@ from simulator.process import SimulatorProcess
 CLASSIC = ("admin@example.com", "fake-classic-api-token")
 
 
-def site_get(sim: SimulatorProcess, path: str, **params) -> requests.Response:
+def site_get(
+    sim: SimulatorProcess, path: str, **params: str | int | list[str]
+) -> requests.Response:
     return requests.get(sim.url + path, params=params, auth=CLASSIC, timeout=30)
 
 
-def page_all_users(sim: SimulatorProcess, limit: int, **params) -> list[dict]:
+def page_all_users(sim: SimulatorProcess, limit: int, **params: str) -> list[dict[str, Any]]:
     """Follow `_links.next` the way a correct client must: joined onto `_links.base`."""
-    users: list[dict] = []
+    users: list[dict[str, Any]] = []
     url = (
         sim.url
         + "/wiki/rest/api/search/user?"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from tests.support.tap_cli import run_tap, run_tap_until_states
+from simulator.process import SimulatorProcess
+from tests.support.tap_cli import TapRun, run_tap, run_tap_until_states
 
 
-def _audit_catalog(tmp_path, sim):
+def _audit_catalog(tmp_path: Path, sim: SimulatorProcess) -> dict[str, Any]:
     """A catalog selecting only audit_records (from the tap's own --discover)."""
     discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-    catalog = json.loads(discovered.stdout)
+    catalog: dict[str, Any] = json.loads(discovered.stdout)
     for entry in catalog["streams"]:
         selected = entry["tap_stream_id"] == "audit_records"
         for meta in entry["metadata"]:
@@ -24,11 +28,14 @@ def _ms(iso: str) -> int:
     return int(dt.datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-def _bookmark(run) -> str:
-    return run.final_state()["bookmarks"]["audit_records"]["replication_key_value"]
+def _bookmark(run: TapRun) -> str:
+    bookmark: str = run.final_state()["bookmarks"]["audit_records"]["replication_key_value"]
+    return bookmark
 
 
-def test_second_run_emits_only_new_records_and_the_lookback(simulator, tmp_path):
+def test_second_run_emits_only_new_records_and_the_lookback(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     config = simulator.tap_config("classic_token")
     catalog = _audit_catalog(tmp_path, simulator)
     first = run_tap(tmp_path, config, catalog=catalog)
@@ -51,7 +58,9 @@ def test_second_run_emits_only_new_records_and_the_lookback(simulator, tmp_path)
     assert _bookmark(second) == max(r["createdAt"] for r in again)
 
 
-def test_late_records_inside_the_lookback_are_picked_up_next_run(simulator, tmp_path):
+def test_late_records_inside_the_lookback_are_picked_up_next_run(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     config = simulator.tap_config("classic_token", audit_lookback_minutes=30)
     catalog = _audit_catalog(tmp_path, simulator)
     first = run_tap(tmp_path, config, catalog=catalog)
@@ -64,8 +73,8 @@ def test_late_records_inside_the_lookback_are_picked_up_next_run(simulator, tmp_
 
 
 def test_run_killed_mid_stream_resumes_from_its_last_state_without_losing_records(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(audit_records=40_000)
     config = sim.tap_config("classic_token")
     catalog = _audit_catalog(tmp_path, sim)
@@ -92,8 +101,8 @@ def test_run_killed_mid_stream_resumes_from_its_last_state_without_losing_record
 
 
 def test_each_state_bookmarks_only_records_already_emitted_and_the_last_the_newest(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # Enough records for several windows of about 20 pages.
     sim = simulator_factory(audit_records=90_000)
     catalog = _audit_catalog(tmp_path, sim)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from simulator.process import ALL_SCOPES
+from simulator.process import ALL_SCOPES, SimulatorProcess
 from tests.support.tap_cli import run_tap
 
 DATA = {"users": 20, "guests": 2, "groups": 3, "audit_records": 300, "content": 30}
@@ -12,7 +16,7 @@ DATA = {"users": 20, "guests": 2, "groups": 3, "audit_records": 300, "content": 
 QUICK = {"max_retries": 2, "max_retry_wait_seconds": 1}
 
 
-def oauth(sim, **overrides):
+def oauth(sim: SimulatorProcess, **overrides: Any) -> dict[str, Any]:
     token = sim.control("grant", {"scopes": ALL_SCOPES})["refresh_token"]
     return sim.tap_config("oauth", refresh_token=token, **QUICK, **overrides)
 
@@ -28,8 +32,10 @@ def oauth(sim, **overrides):
     ids=lambda case: case[0],
 )
 def test_json_of_the_wrong_shape_ends_only_its_stream_after_retries(
-    case, simulator_factory, tmp_path
-):
+    case: tuple[str, str, str, object],
+    simulator_factory: Callable[..., SimulatorProcess],
+    tmp_path: Path,
+) -> None:
     route, stream, path, body = case
     sim = simulator_factory(**DATA)
     sim.control("raw", {"route": route, "body": body})
@@ -47,7 +53,9 @@ def test_json_of_the_wrong_shape_ends_only_its_stream_after_retries(
     assert "users" in run.streams_with_records()
 
 
-def test_search_results_that_are_not_objects_are_counted_and_left_out(simulator_factory, tmp_path):
+def test_search_results_that_are_not_objects_are_counted_and_left_out(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     good = {"user": {"accountId": "5b10ac8d82e05b22cc7d4ef5", "publicName": "Ada"}}
     sim.control("payload", {"route": "search_user", "results": [good, 5, "x", {"user": "x"}]})
@@ -60,7 +68,9 @@ def test_search_results_that_are_not_objects_are_counted_and_left_out(simulator_
     assert "skipped 1 licensed search results without a text accountId" in run.stderr
 
 
-def test_a_state_with_wrong_types_ends_only_the_source_it_belongs_to(simulator_factory, tmp_path):
+def test_a_state_with_wrong_types_ends_only_the_source_it_belongs_to(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     state = {
         "bookmarks": {
@@ -85,7 +95,9 @@ def test_a_state_with_wrong_types_ends_only_the_source_it_belongs_to(simulator_f
     assert {"users", "audit_records"} <= run.streams_with_records()
 
 
-def test_an_answer_over_64_mib_fails_its_request_without_reading_it(simulator_factory, tmp_path):
+def test_an_answer_over_64_mib_fails_its_request_without_reading_it(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     sim.control("raw", {"route": "group", "pad_bytes": 65 * 1024 * 1024})
     run = run_tap(tmp_path, oauth(sim))

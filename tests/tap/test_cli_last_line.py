@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,9 @@ TOKEN = {"cloud_id": CLOUD, "email": "admin@example.com", "api_token": "fake-sco
 SDK_SUMMARIES = ("Config validation failed", "An unhandled error occurred while syncing")
 
 
-def run_cli(tmp_path, config, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    tmp_path: Path, config: dict[str, Any], *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -49,7 +53,9 @@ def last_line(stderr: str) -> str:
         ({**TOKEN, "flattening_enabled": "yes"}, "flattening_enabled must be true or false"),
     ],
 )
-def test_config_errors_end_stderr_with_the_taps_sentence(tmp_path, config, expected):
+def test_config_errors_end_stderr_with_the_taps_sentence(
+    tmp_path: Path, config: dict[str, Any], expected: str
+) -> None:
     proc = run_cli(tmp_path, config)
     assert proc.returncode == 1
     assert proc.stdout == ""
@@ -59,7 +65,7 @@ def test_config_errors_end_stderr_with_the_taps_sentence(tmp_path, config, expec
     assert "Traceback" not in proc.stderr
 
 
-def test_a_secret_of_the_wrong_type_is_named_but_never_printed(tmp_path):
+def test_a_secret_of_the_wrong_type_is_named_but_never_printed(tmp_path: Path) -> None:
     secret = 918273645546372819
     proc = run_cli(tmp_path, {**TOKEN, "api_token": secret})
     assert proc.returncode == 1
@@ -67,14 +73,14 @@ def test_a_secret_of_the_wrong_type_is_named_but_never_printed(tmp_path):
     assert str(secret) not in proc.stderr
 
 
-def test_several_settings_of_the_wrong_type_are_named_in_one_last_sentence(tmp_path):
+def test_several_settings_of_the_wrong_type_are_named_in_one_last_sentence(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, {**TOKEN, "audit_concurrency": "x", "max_retry_wait_seconds": []})
     last = last_line(proc.stderr)
     assert "audit_concurrency must be a whole number" in last
     assert "max_retry_wait_seconds must be a whole number" in last
 
 
-def test_a_run_that_gives_up_ends_stderr_with_its_sentence(tmp_path):
+def test_a_run_that_gives_up_ends_stderr_with_its_sentence(tmp_path: Path) -> None:
     # Nothing listens on port 9: two quick tries, then the sentence naming the setting.
     config = {
         **TOKEN,
@@ -98,8 +104,8 @@ def test_a_run_that_gives_up_ends_stderr_with_its_sentence(tmp_path):
     ],
 )
 def test_test_mode_with_a_bad_config_ends_with_the_sentence_not_a_traceback(
-    tmp_path, mode, config, expected
-):
+    tmp_path: Path, mode: str, config: dict[str, Any], expected: str
+) -> None:
     proc = run_cli(tmp_path, config, mode)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 import json
 import random
 import threading
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 from singer_sdk import singerlib as singer
 
+from simulator.process import SimulatorProcess
 from tap_confluence.output import BlockWriter
 from tap_confluence.streams.audit.stream import AuditPage, ms_to_iso
-from tap_confluence.streams.audit.windows import AuditWindowWalker, ListPage, Window, record_id
+from tap_confluence.streams.audit.windows import (
+    AuditWindowWalker,
+    ListPage,
+    Narrowed,
+    Window,
+    _Slot,
+    record_id,
+)
 from tests.support.audit_log import Log
 from tests.support.tap_cli import run_tap
 
 
-def _catalog(tmp_path, sim, stream, deselect=()):
+def _catalog(
+    tmp_path: Path,
+    sim: SimulatorProcess,
+    stream: str,
+    deselect: Collection[tuple[str, ...]] = (),
+) -> dict[str, Any]:
     """The tap's own catalog with only ``stream`` selected and ``deselect`` breadcrumbs off."""
     discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-    catalog = json.loads(discovered.stdout)
+    catalog: dict[str, Any] = json.loads(discovered.stdout)
     for entry in catalog["streams"]:
         for meta in entry["metadata"]:
             if meta["breadcrumb"] == []:
@@ -31,7 +49,9 @@ def _catalog(tmp_path, sim, stream, deselect=()):
     return catalog
 
 
-def test_deselected_top_level_and_nested_fields_never_reach_the_records(simulator, tmp_path):
+def test_deselected_top_level_and_nested_fields_never_reach_the_records(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     catalog = _catalog(
         tmp_path,
         simulator,
@@ -54,7 +74,9 @@ def test_deselected_top_level_and_nested_fields_never_reach_the_records(simulato
     assert "remoteAddress" not in schema["properties"]
 
 
-def test_fields_outside_the_schema_are_dropped_without_type_conformance(simulator, tmp_path):
+def test_fields_outside_the_schema_are_dropped_without_type_conformance(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
     catalog = _catalog(tmp_path, simulator, "users")
     run = run_tap(tmp_path, simulator.tap_config("classic_token"), catalog=catalog)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -65,7 +87,9 @@ def test_fields_outside_the_schema_are_dropped_without_type_conformance(simulato
         assert record.keys() <= schema["properties"].keys()
 
 
-def test_records_leave_the_process_before_the_state_that_covers_them(capsysbinary):
+def test_records_leave_the_process_before_the_state_that_covers_them(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
     writer = BlockWriter()
     writer.write_message(singer.RecordMessage(stream="s", record={"n": 1}))
     writer.write_message(singer.RecordMessage(stream="s", record={"n": 2}))
@@ -76,7 +100,9 @@ def test_records_leave_the_process_before_the_state_that_covers_them(capsysbinar
     assert [m["record"]["n"] for m in lines[:2]] == [1, 2]
 
 
-def test_a_full_block_of_records_is_written_without_waiting_for_state(capsysbinary):
+def test_a_full_block_of_records_is_written_without_waiting_for_state(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
     writer = BlockWriter()
     for n in range(2000):
         writer.write_message(singer.RecordMessage(stream="s", record={"n": n, "pad": "x" * 64}))
@@ -86,13 +112,22 @@ def test_a_full_block_of_records_is_written_without_waiting_for_state(capsysbina
     assert all(json.loads(x)["type"] == "RECORD" for x in out.splitlines())
 
 
-def _slow_oldest_fetch(log: Log, walker_box: list[AuditWindowWalker]):
+class _FetchState(TypedDict):
+    in_flight: int
+    max_in_flight: int
+    others: int
+    held: int | None
+
+
+def _slow_oldest_fetch(
+    log: Log, walker_box: list[AuditWindowWalker]
+) -> tuple[Callable[[int, int, int, int], list[dict[str, Any]]], _FetchState]:
     """A fetch where the first concurrent window's pages wait until later windows got theirs."""
     lock = threading.Lock()
-    state = {"in_flight": 0, "max_in_flight": 0, "others": 0, "held": None}
+    state: _FetchState = {"in_flight": 0, "max_in_flight": 0, "others": 0, "held": None}
     others_done = threading.Event()
 
-    def fetch(start_ms, end_ms, offset, limit):
+    def fetch(start_ms: int, end_ms: int, offset: int, limit: int) -> list[dict[str, Any]]:
         with lock:
             state["in_flight"] += 1
             state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
@@ -117,7 +152,7 @@ def _slow_oldest_fetch(log: Log, walker_box: list[AuditWindowWalker]):
     return fetch, state
 
 
-def test_concurrent_windows_are_emitted_oldest_first_even_when_later_ones_finish_first():
+def test_concurrent_windows_are_emitted_oldest_first_even_when_later_ones_finish_first() -> None:
     rng = random.Random(11)
     dates = sorted(rng.randrange(0, 50_000_000) for _ in range(20_000))
     one = AuditWindowWalker(Log(dates).fetch, page_size=100, target_pages=5, workers=1)
@@ -138,7 +173,7 @@ def test_concurrent_windows_are_emitted_oldest_first_even_when_later_ones_finish
         assert after.start_ms == before.end_ms + 1, "windows are contiguous and in order"
 
 
-def test_concurrent_walk_holds_at_most_its_workers_windows_at_once():
+def test_concurrent_walk_holds_at_most_its_workers_windows_at_once() -> None:
     rng = random.Random(12)
     dates = sorted(rng.randrange(0, 50_000_000) for _ in range(20_000))
     log = Log(dates)
@@ -146,7 +181,12 @@ def test_concurrent_walk_holds_at_most_its_workers_windows_at_once():
     held: list[int] = []
     original = walker._fill
 
-    def watched_fill(plan, pool, planning, on_done):
+    def watched_fill(
+        plan: collections.deque[_Slot],
+        pool: ThreadPoolExecutor,
+        planning: dict[str, int],
+        on_done: Callable[[Future[Window | Narrowed]], None],
+    ) -> None:
         original(plan, pool, planning, on_done)
         held.append(sum(1 for slot in plan if slot.future is not None and not slot.kept))
 
@@ -157,14 +197,14 @@ def test_concurrent_walk_holds_at_most_its_workers_windows_at_once():
     assert max(held) <= walker.workers + 1
 
 
-def test_fast_record_ids_equal_the_canonical_json_dumps_ids():
+def test_fast_record_ids_equal_the_canonical_json_dumps_ids() -> None:
     rng = random.Random(7)
     alphabet = ["a", "Å", "李", "🚀", '"', "\\", "\n", "\x00", "\x7f", "\u2028", " "]
 
-    def text():
+    def text() -> str:
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
 
-    def value(depth=0):
+    def value(depth: int = 0) -> object:
         kind = rng.randrange(6 if depth < 3 else 3)
         if kind == 0:
             return text()
@@ -181,7 +221,7 @@ def test_fast_record_ids_equal_the_canonical_json_dumps_ids():
         assert record_id(record, has_floats=False) == record_id(record)
 
 
-def test_audit_page_ids_keep_floats_on_the_standard_library_path():
+def test_audit_page_ids_keep_floats_on_the_standard_library_path() -> None:
     body = b'{"results":[{"creationDate":5,"score":1e16,"author":{"n":0.5}}]}'
     ((date, rid, record),) = AuditPage(body, 1000).digested()
     assert date == 5
@@ -193,14 +233,14 @@ def test_audit_page_ids_keep_floats_on_the_standard_library_path():
     "body",
     [b'{"results":[{"creationDate":1', b'{"results":[{"creationDate":1}', b"<html>busy</html>"],
 )
-def test_an_incomplete_audit_page_is_refused_so_it_is_fetched_again(body):
+def test_an_incomplete_audit_page_is_refused_so_it_is_fetched_again(body: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (DecodeError is a ValueError: retried)
         AuditPage(body, 1000)
 
 
 def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(audit_records=30_000, rate_limit_every=9, retry_after=0)
     config = sim.tap_config("classic_token", audit_concurrency=4)
     run = run_tap(tmp_path, config, catalog=_catalog(tmp_path, sim, "audit_records"))
@@ -214,7 +254,9 @@ def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
     assert created == sorted(created), "oldest first across concurrently read windows"
 
 
-def test_backfill_requests_stay_near_records_per_page(simulator_factory, tmp_path):
+def test_backfill_requests_stay_near_records_per_page(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(audit_records=60_000)
     catalog = _catalog(tmp_path, sim, "audit_records")
     sim.control("reset-stats", {})
@@ -229,8 +271,8 @@ def test_backfill_requests_stay_near_records_per_page(simulator_factory, tmp_pat
 
 
 def test_incremental_run_with_nothing_new_costs_at_most_three_audit_requests(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(audit_records=20_000)
     catalog = _catalog(tmp_path, sim, "audit_records")
     config = sim.tap_config("classic_token")
@@ -244,11 +286,12 @@ def test_incremental_run_with_nothing_new_costs_at_most_three_audit_requests(
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_a_window_emitted_page_by_page_equals_its_full_sort_without_twins(seed):
+def test_a_window_emitted_page_by_page_equals_its_full_sort_without_twins(seed: int) -> None:
     # Pages as keyset paging reads them: newest first, each re-reading its boundary
     # millisecond, some whole pages inside one millisecond, some records in several copies.
     rng = random.Random(seed)
     dates = sorted(rng.choice(range(100, 100 + rng.randrange(5, 400))) for _ in range(600))
+    log: list[dict[str, int | None]]
     log = [{"creationDate": d, "n": rng.randrange(3)} for d in dates]  # identical events too
     if seed % 4 == 0:
         log += [{"n": 9}, {"creationDate": None, "n": 8}]  # undated, as a fault may send
@@ -282,7 +325,9 @@ def test_a_window_emitted_page_by_page_equals_its_full_sort_without_twins(seed):
     assert [rec for _, rec in got] == [rec for _, rec in expected]
 
 
-def test_block_writer_records_are_byte_for_byte_the_sdk_msgspec_lines(capsysbinary):
+def test_block_writer_records_are_byte_for_byte_the_sdk_msgspec_lines(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
     from singer_sdk.contrib.msgspec import MsgSpecWriter
 
     moment = dt.datetime(2026, 11, 29, 19, 30, 1, 123456, tzinfo=dt.UTC)
@@ -316,7 +361,7 @@ def at_iso(moment: dt.datetime) -> str:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_audit_dates_are_the_iso_form_of_their_epoch_milliseconds(seed):
+def test_audit_dates_are_the_iso_form_of_their_epoch_milliseconds(seed: int) -> None:
     rng = random.Random(seed)
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     for ms in [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ UNVERSIONED = ("license_subscriptions", "audit_records", "user_activity")
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
     process = SimulatorProcess(
         tmp_path_factory.mktemp("sim-versions"),
         users=30,
@@ -44,7 +45,7 @@ def granted_config(sim: SimulatorProcess, store: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def granted_run(sim, tmp_path_factory) -> TapRun:
+def granted_run(sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> TapRun:
     """One full sync with groups granted: every stream, memberships included."""
     tmp = tmp_path_factory.mktemp("granted")
     run = run_tap(tmp, granted_config(sim, tmp))
@@ -60,7 +61,9 @@ def of_stream(run: TapRun, stream: str, kind: str) -> list[tuple[int, dict[str, 
     ]
 
 
-def test_group_members_sends_its_schema_once_per_run_not_once_per_group(sim, granted_run):
+def test_group_members_sends_its_schema_once_per_run_not_once_per_group(
+    sim: SimulatorProcess, granted_run: TapRun
+) -> None:
     groups = sim.control("info")["groups"]
     assert groups >= 2
     assert len(granted_run.records("groups")) == groups
@@ -76,8 +79,8 @@ def test_group_members_sends_its_schema_once_per_run_not_once_per_group(sim, gra
 
 @pytest.mark.parametrize("stream", VERSIONED)
 def test_full_table_stream_sends_one_version_and_activates_it_after_its_records(
-    granted_run, stream
-):
+    granted_run: TapRun, stream: str
+) -> None:
     records = of_stream(granted_run, stream, "RECORD")
     versions = {m.get("version") for _, m in records}
     assert len(versions) == 1, versions
@@ -89,12 +92,16 @@ def test_full_table_stream_sends_one_version_and_activates_it_after_its_records(
 
 
 @pytest.mark.parametrize("stream", UNVERSIONED)
-def test_license_history_and_incremental_streams_are_never_activated(granted_run, stream):
+def test_license_history_and_incremental_streams_are_never_activated(
+    granted_run: TapRun, stream: str
+) -> None:
     assert of_stream(granted_run, stream, "ACTIVATE_VERSION") == []
     assert all("version" not in m for _, m in of_stream(granted_run, stream, "RECORD"))
 
 
-def test_a_later_run_activates_a_newer_version(sim, granted_run, tmp_path):
+def test_a_later_run_activates_a_newer_version(
+    sim: SimulatorProcess, granted_run: TapRun, tmp_path: Path
+) -> None:
     time.sleep(1.1)  # versions count seconds, as the SDK's do
     first = of_stream(granted_run, "users", "ACTIVATE_VERSION")[0][1]["version"]
     again = run_tap(tmp_path, granted_config(sim, tmp_path))
@@ -102,7 +109,7 @@ def test_a_later_run_activates_a_newer_version(sim, granted_run, tmp_path):
     assert second > first
 
 
-def test_streams_that_end_early_are_not_activated(sim, tmp_path):
+def test_streams_that_end_early_are_not_activated(sim: SimulatorProcess, tmp_path: Path) -> None:
     # The seed OAuth grant lacks the group scopes: groups and group_members are skipped.
     run = run_tap(tmp_path, sim.tap_config("oauth"))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -112,7 +119,9 @@ def test_streams_that_end_early_are_not_activated(sim, tmp_path):
     assert len(of_stream(run, "users", "ACTIVATE_VERSION")) == 1
 
 
-def test_emit_activate_version_messages_false_turns_versions_off(sim, tmp_path):
+def test_emit_activate_version_messages_false_turns_versions_off(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = granted_config(sim, tmp_path) | {"emit_activate_version_messages": False}
     run = run_tap(tmp_path, config)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -120,14 +129,18 @@ def test_emit_activate_version_messages_false_turns_versions_off(sim, tmp_path):
     assert all("version" not in m for m in run.messages if m["type"] == "RECORD")
 
 
-def test_license_subscriptions_is_never_activated_even_when_asked_for_every_stream(sim, tmp_path):
+def test_license_subscriptions_is_never_activated_even_when_asked_for_every_stream(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = granted_config(sim, tmp_path) | {"emit_activate_version_messages": True}
     run = run_tap(tmp_path, config)
     assert of_stream(run, "license_subscriptions", "ACTIVATE_VERSION") == []
     assert len(of_stream(run, "users", "ACTIVATE_VERSION")) == 1
 
 
-def test_users_cut_short_by_the_search_cap_are_not_activated(simulator_factory, tmp_path):
+def test_users_cut_short_by_the_search_cap_are_not_activated(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # search/user stops at 10,000 users: the ones past the cap were not read, not removed.
     big = simulator_factory(users=10_050, guests=2, audit_records=5, groups=1, content=1)
     config = big.tap_config("classic_token")
@@ -138,7 +151,9 @@ def test_users_cut_short_by_the_search_cap_are_not_activated(simulator_factory, 
     assert of_stream(run, "users", "ACTIVATE_VERSION") == []
 
 
-def test_test_mode_reads_a_sample_and_activates_nothing(sim, tmp_path):
+def test_test_mode_reads_a_sample_and_activates_nothing(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     run = run_tap(tmp_path, granted_config(sim, tmp_path), extra=("--test",))
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(run.records("users")) == 1

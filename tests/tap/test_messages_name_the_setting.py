@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from simulator.process import SimulatorProcess
 from tests.support.tap_cli import run_tap
 
 DATA = {"users": 12, "guests": 2, "groups": 2, "audit_records": 200, "content": 20}
@@ -29,8 +32,8 @@ def last_line(stderr: str) -> str:
     [("classic_token", "site_url"), ("oauth", "auth_url"), ("scoped_token", "api_url")],
 )
 def test_an_unreachable_host_names_its_setting_after_two_quick_tries(
-    mode, setting, simulator_factory, tmp_path
-):
+    mode: str, setting: str, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     config = sim.tap_config(mode, **{setting: closed_port_url()})
     if mode == "scoped_token":
@@ -47,8 +50,8 @@ def test_an_unreachable_host_names_its_setting_after_two_quick_tries(
 
 
 def test_a_wrong_cloud_id_says_so_and_lists_the_sites_the_token_reaches(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     wrong = "0f0f0f0f-1111-4222-8333-000000000000"
     run = run_tap(tmp_path, sim.tap_config("oauth", cloud_id=wrong))
@@ -60,7 +63,9 @@ def test_a_wrong_cloud_id_says_so_and_lists_the_sites_the_token_reaches(
     assert f"(cloud_id {sim.cloud_id})" in line, "the site the token can reach is listed"
 
 
-def test_every_request_writes_the_sdk_request_metric(simulator_factory, tmp_path):
+def test_every_request_writes_the_sdk_request_metric(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     run = run_tap(tmp_path, sim.tap_config("classic_token"))
     assert run.returncode == 0, run.stderr[-2000:]

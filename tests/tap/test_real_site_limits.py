@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,8 +78,8 @@ def assert_same(run: TapRun, lenient: TapRun, *streams: str, drop: tuple[str, ..
 
 @pytest.mark.parametrize("echo", ["asked", "capped", "none"])
 def test_audit_pages_capped_below_the_limit_lose_no_record_nor_bookmark(
-    echo, lenient, simulator_factory, tmp_path
-):
+    echo: str, lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # The API serves 500 of the 1,000 asked, and says 1,000 (asked), 500 (capped) or nothing.
     sim = simulator_factory(**DATA, strict_json={"page_caps": {"audit": 500}, "echo_limit": echo})
     run = run_tap(tmp_path, oauth_config(sim))
@@ -91,7 +93,9 @@ def test_audit_pages_capped_below_the_limit_lose_no_record_nor_bookmark(
     assert "as the API caps them" in run.stderr
 
 
-def test_a_no_change_run_costs_at_most_one_extra_audit_request(simulator_factory, tmp_path):
+def test_a_no_change_run_costs_at_most_one_extra_audit_request(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"page_caps": {"audit": 500}})
     first = run_tap(tmp_path, oauth_config(sim))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -106,8 +110,8 @@ def test_a_no_change_run_costs_at_most_one_extra_audit_request(simulator_factory
 
 
 def test_search_user_without_next_links_and_with_short_pages_lists_every_user(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(
         **DATA,
         strict_json={
@@ -125,8 +129,8 @@ def test_search_user_without_next_links_and_with_short_pages_lists_every_user(
 
 
 def test_capped_group_and_member_pages_follow_next_links_to_the_end(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(
         **DATA, strict_json={"page_caps": {"group": 2, "group_members": 5, "search": 9}}
     )
@@ -166,8 +170,8 @@ def _content_rows(run: TapRun) -> dict[str, str]:
 
 @pytest.mark.parametrize("zones", ["reported", "hidden"])
 def test_content_edits_are_found_when_cql_dates_are_read_west_of_utc(
-    zones, simulator_factory, tmp_path
-):
+    zones: str, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     strict = {"cql_utc_offset_minutes": -420, "cql_zone_name": "America/Phoenix"}
     if zones == "hidden":
         strict["hide_time_zones"] = True
@@ -189,8 +193,8 @@ def test_content_edits_are_found_when_cql_dates_are_read_west_of_utc(
 
 
 def test_edits_the_search_index_shows_late_are_read_once_on_the_next_run(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA)
     config = oauth_config(sim)  # content_lookback_minutes defaults to 30
     seen_early = _edit(sim, 5, minutes_ago=5)
@@ -215,8 +219,8 @@ def test_edits_the_search_index_shows_late_are_read_once_on_the_next_run(
 
 @pytest.mark.parametrize("licence", ["404", "410", "html"])
 def test_licence_endpoints_gone_fall_back_to_counting_licensed_users(
-    licence, simulator_factory, tmp_path
-):
+    licence: str, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"licence": licence})
     token = sim.control("grant", {"scopes": ALL_SCOPES})["refresh_token"]
     run = run_tap(tmp_path, sim.tap_config("oauth_plus_token", refresh_token=token))
@@ -232,8 +236,8 @@ def test_licence_endpoints_gone_fall_back_to_counting_licensed_users(
 
 
 def test_user_bulk_gone_reads_account_status_from_v2_users_bulk(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"v1_gone": ["user_bulk"]})
     run = run_tap(tmp_path, oauth_config(sim))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -246,8 +250,8 @@ def test_user_bulk_gone_reads_account_status_from_v2_users_bulk(
 
 
 def test_without_the_v2_scope_users_still_load_with_account_status_empty(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"v1_gone": ["user_bulk"]})
     run = run_tap(tmp_path, sim.tap_config("oauth"))  # the seed grant lacks read:user:confluence
     assert run.returncode == 0, run.stderr[-3000:]
@@ -258,8 +262,8 @@ def test_without_the_v2_scope_users_still_load_with_account_status_empty(
 
 
 def test_a_removed_route_ends_only_its_stream_with_a_sentence_naming_it(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"v1_gone": ["group"]})
     run = run_tap(tmp_path, oauth_config(sim))
     assert run.returncode == 1, "a stream that could not load fails the run"
@@ -273,8 +277,8 @@ def test_a_removed_route_ends_only_its_stream_with_a_sentence_naming_it(
 
 
 def test_a_spent_oauth_quota_stops_the_run_at_once_and_the_next_run_completes(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     data = {**DATA, "audit_records": 60_000}
     reference = simulator_factory(**data)
     whole = run_tap(tmp_path, oauth_config(reference))
@@ -308,8 +312,8 @@ def test_a_spent_oauth_quota_stops_the_run_at_once_and_the_next_run_completes(
 
 
 def test_pages_that_time_out_are_asked_again_smaller_and_nothing_is_lost(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"timeout_above": 250})
     run = run_tap(tmp_path, oauth_config(sim))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -324,8 +328,8 @@ def test_pages_that_time_out_are_asked_again_smaller_and_nothing_is_lost(
 
 
 def test_users_without_is_guest_or_time_zone_are_told_apart_by_their_listing(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"real_user_fields": True})
     run = run_tap(tmp_path, oauth_config(sim))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -337,8 +341,8 @@ def test_users_without_is_guest_or_time_zone_are_told_apart_by_their_listing(
 
 
 def test_telling_a_scoped_token_from_a_classic_one_costs_one_failed_login_per_token(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"captcha_after": 2})
     config = sim.tap_config("scoped_token")  # with cloud_id and site_url: either kind
     for _ in range(3):
@@ -351,7 +355,9 @@ def test_telling_a_scoped_token_from_a_classic_one_costs_one_failed_login_per_to
     assert stats["requests"]["user_current"] == 1, "asked once, then remembered"
 
 
-def test_a_declared_token_type_is_never_probed(simulator_factory, tmp_path):
+def test_a_declared_token_type_is_never_probed(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"captcha_after": 1})
     run = run_tap(tmp_path, sim.tap_config("scoped_token", api_token_type="scoped"))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -361,7 +367,9 @@ def test_a_declared_token_type_is_never_probed(simulator_factory, tmp_path):
 # Admin API.
 
 
-def test_an_admin_api_403_for_one_user_skips_that_user_not_the_pass(simulator_factory, tmp_path):
+def test_an_admin_api_403_for_one_user_skips_that_user_not_the_pass(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict_json={"admin_forbidden_every": 7})
     config = sim.tap_config(
         "classic_token", org_id=sim.creds.org_id, org_api_key=sim.creds.org_api_key
@@ -384,8 +392,8 @@ def test_an_admin_api_403_for_one_user_skips_that_user_not_the_pass(simulator_fa
 
 
 def test_every_stream_delivers_the_lenient_record_set_against_the_strict_preset(
-    lenient, simulator_factory, tmp_path
-):
+    lenient: TapRun, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**DATA, strict=True)
     run = run_tap(tmp_path, oauth_config(sim))
     assert run.returncode == 0, run.stderr[-3000:]

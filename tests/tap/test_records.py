@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simulator.process import SimulatorProcess
-from tests.support.tap_cli import run_tap
+from tests.support.tap_cli import TapRun, run_tap
 
 GROUP_GRANT = [
     "read:content-details:confluence",
@@ -21,24 +24,25 @@ GROUP_GRANT = [
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
     process = SimulatorProcess(tmp_path_factory.mktemp("sim-records"))
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def info(sim):
-    return sim.control("info")
+def info(sim: SimulatorProcess) -> dict[str, Any]:
+    answer: dict[str, Any] = sim.control("info")
+    return answer
 
 
 @pytest.fixture(scope="module")
-def classic_run(sim, tmp_path_factory):
+def classic_run(sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> TapRun:
     """One classic-token sync: it reaches every stream, groups and licence endpoints included."""
     return run_tap(tmp_path_factory.mktemp("classic"), sim.tap_config("classic_token"))
 
 
-def _keys_lead_with_cloud_id(run) -> None:
+def _keys_lead_with_cloud_id(run: TapRun) -> None:
     for message in run.messages:
         if message["type"] == "SCHEMA":
             assert message["key_properties"][0] == "cloudId", message["stream"]
@@ -54,7 +58,9 @@ EXPECTED_BY_MODE = {
 
 
 @pytest.mark.parametrize("mode", list(EXPECTED_BY_MODE))
-def test_full_sync_works_in_every_auth_mode(sim, info, tmp_path, mode):
+def test_full_sync_works_in_every_auth_mode(
+    sim: SimulatorProcess, info: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
     seat_source, groups_extracted = EXPECTED_BY_MODE[mode]
     run = run_tap(tmp_path, sim.tap_config(mode, token_store_path=str(tmp_path / "store.json")))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -71,7 +77,9 @@ def test_full_sync_works_in_every_auth_mode(sim, info, tmp_path, mode):
             assert message["record"]["cloudId"] == sim.cloud_id
 
 
-def test_users_are_licensed_and_guests_tagged_with_account_status(classic_run, info):
+def test_users_are_licensed_and_guests_tagged_with_account_status(
+    classic_run: TapRun, info: dict[str, Any]
+) -> None:
     users = classic_run.records("users")
     tags = Counter(u["sitePermission"] for u in users)
     assert tags == {"licensed": info["users"], "guest": info["guests"]}
@@ -84,7 +92,9 @@ def test_users_are_licensed_and_guests_tagged_with_account_status(classic_run, i
     assert all("_links" not in u for u in users)
 
 
-def test_groups_and_members_are_extracted_with_their_keys(classic_run, info):
+def test_groups_and_members_are_extracted_with_their_keys(
+    classic_run: TapRun, info: dict[str, Any]
+) -> None:
     groups = classic_run.records("groups")
     assert len(groups) == info["groups"]
     group_ids = {g["id"] for g in groups}
@@ -96,7 +106,9 @@ def test_groups_and_members_are_extracted_with_their_keys(classic_run, info):
     assert {m["accountId"] for m in members} <= user_ids
 
 
-def test_licence_row_has_edition_title_and_seat_counts(classic_run, info):
+def test_licence_row_has_edition_title_and_seat_counts(
+    classic_run: TapRun, info: dict[str, Any]
+) -> None:
     (row,) = classic_run.records("license_subscriptions")
     assert row["edition"] == "standard"
     assert row["siteTitle"] == "Simulated Wiki ✨"
@@ -105,7 +117,9 @@ def test_licence_row_has_edition_title_and_seat_counts(classic_run, info):
     assert len(row["snapshotDate"]) == 10
 
 
-def test_audit_records_carry_a_stable_hash_id_and_both_time_forms(classic_run, info, sim, tmp_path):
+def test_audit_records_carry_a_stable_hash_id_and_both_time_forms(
+    classic_run: TapRun, info: dict[str, Any], sim: SimulatorProcess, tmp_path: Path
+) -> None:
     records = classic_run.records("audit_records")
     assert len({r["id"] for r in records}) == len(records) == info["audit_records"]
     for r in records[:50]:
@@ -118,7 +132,7 @@ def test_audit_records_carry_a_stable_hash_id_and_both_time_forms(classic_run, i
     assert {r["id"] for r in again.records("audit_records")} == {r["id"] for r in records}
 
 
-def test_output_is_valid_singer_json_that_a_target_can_type(classic_run):
+def test_output_is_valid_singer_json_that_a_target_can_type(classic_run: TapRun) -> None:
     schemas = {m["stream"]: m["schema"] for m in classic_run.messages if m["type"] == "SCHEMA"}
     for message in classic_run.messages:
         if message["type"] != "RECORD":

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simulator.process import SimulatorProcess
-from tests.support.tap_cli import run_tap
+from tests.support.tap_cli import TapRun, run_tap
 
 SMALL = {"users": 30, "guests": 4, "groups": 5, "audit_records": 2_500}
 
 
-def _fingerprint(run) -> dict[str, set]:
+def _fingerprint(run: TapRun) -> dict[str, set[Any]]:
     return {
         "users": {u["accountId"] for u in run.records("users")},
         "groups": {g["id"] for g in run.records("groups")},
@@ -25,7 +28,7 @@ def _fingerprint(run) -> dict[str, set]:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory):
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[Any]]:
     """What a run without faults extracts (the data set is deterministic for its options)."""
     tmp = tmp_path_factory.mktemp("clean")
     sim = SimulatorProcess(tmp / "sim", **SMALL)
@@ -46,8 +49,11 @@ def clean(tmp_path_factory):
     ],
 )
 def test_faults_are_retried_and_the_records_match_a_clean_run(
-    simulator_factory, tmp_path, clean, faults
-):
+    simulator_factory: Callable[..., SimulatorProcess],
+    tmp_path: Path,
+    clean: dict[str, set[Any]],
+    faults: dict[str, Any],
+) -> None:
     sim = simulator_factory(**SMALL, **faults)
     run = run_tap(tmp_path, sim.tap_config("classic_token"))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -57,8 +63,8 @@ def test_faults_are_retried_and_the_records_match_a_clean_run(
 
 
 def test_a_retry_after_longer_than_the_cap_is_never_retried_early(
-    simulator_factory, tmp_path, clean
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path, clean: dict[str, set[Any]]
+) -> None:
     # Atlassian answers a retry sent before Retry-After with the same or a longer wait, and
     # has sent 2**63 - 1: the run stops at once with its work kept, and a later run resumes.
     sim = simulator_factory(**SMALL, rate_limit_every=5, retry_after="9223372036854775807")
@@ -79,7 +85,9 @@ def test_a_retry_after_longer_than_the_cap_is_never_retried_early(
     assert both == clean
 
 
-def test_retry_after_is_honoured_exactly_without_jitter(simulator_factory, tmp_path):
+def test_retry_after_is_honoured_exactly_without_jitter(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL, rate_limit_every=8, retry_after="2")
     run = run_tap(tmp_path, sim.tap_config("classic_token"))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -88,8 +96,8 @@ def test_retry_after_is_honoured_exactly_without_jitter(simulator_factory, tmp_p
 
 
 def test_token_endpoint_rate_limit_is_retried_without_spending_the_token_twice(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL, rate_limit_every=2, retry_after="0", routes=["oauth_token"])
     sim.control("config", {"reuse_leeway": 0})
     run = run_tap(tmp_path, sim.tap_config("oauth"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from simulator.process import SimulatorProcess
 from tests.support.tap_cli import run_tap
 
 SEED = [
@@ -16,11 +20,13 @@ SMALL = {"users": 15, "guests": 2, "groups": 5, "audit_records": 120}
 
 
 @pytest.fixture
-def sim(simulator_factory):
+def sim(simulator_factory: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return simulator_factory(**SMALL)
 
 
-def test_groups_are_skipped_with_one_warning_when_the_scope_is_missing(sim, tmp_path):
+def test_groups_are_skipped_with_one_warning_when_the_scope_is_missing(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     run = run_tap(tmp_path, sim.tap_config("oauth"))
     assert run.returncode == 0, run.stderr[-2000:]
     warnings = [line for line in run.stderr.splitlines() if "Skipping groups" in line]
@@ -34,7 +40,9 @@ def test_groups_are_skipped_with_one_warning_when_the_scope_is_missing(sim, tmp_
     assert {"users", "license_subscriptions", "audit_records"} <= run.streams_with_records()
 
 
-def test_groups_are_extracted_once_the_group_scope_is_granted(sim, tmp_path):
+def test_groups_are_extracted_once_the_group_scope_is_granted(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     token = sim.control(
         "grant", {"scopes": [*SEED, "read:group:confluence", "read:user:confluence"]}
     )
@@ -46,8 +54,8 @@ def test_groups_are_extracted_once_the_group_scope_is_granted(sim, tmp_path):
 
 
 def test_audit_without_admin_permission_ends_that_stream_and_fails_the_run_at_the_end(
-    sim, tmp_path
-):
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     token = sim.control("grant", {"scopes": SEED, "admin": False})
     run = run_tap(tmp_path, sim.tap_config("oauth", refresh_token=token["refresh_token"]))
     assert run.returncode == 1
@@ -58,7 +66,9 @@ def test_audit_without_admin_permission_ends_that_stream_and_fails_the_run_at_th
     assert not run.records("audit_records")
 
 
-def test_scoped_token_without_the_group_scope_skips_groups_with_a_warning(sim, tmp_path):
+def test_scoped_token_without_the_group_scope_skips_groups_with_a_warning(
+    sim: SimulatorProcess, tmp_path: Path
+) -> None:
     config = sim.tap_config("scoped_token")
     config.pop("site_url")
     run = run_tap(tmp_path, config)

@@ -7,6 +7,8 @@ in a live simulator's config before the one sync every test reads from.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from singer_sdk.testing import SuiteConfig, TapTestRunner, get_tap_test_class
 
@@ -37,7 +39,7 @@ _StandardTests = get_tap_test_class(
 
 
 @pytest.fixture(scope="module")
-def standard_simulator(tmp_path_factory):
+def standard_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
     sim = SimulatorProcess(tmp_path_factory.mktemp("sim-core"), users=60, guests=8, groups=6)
     yield sim
     sim.stop()
@@ -48,7 +50,7 @@ class TestTapConfluence(_StandardTests):  # type: ignore[misc,valid-type]
 
     @pytest.fixture(scope="class")
     @classmethod
-    def runner(cls, standard_simulator):
+    def runner(cls, standard_simulator: SimulatorProcess) -> TapTestRunner:
         granted = standard_simulator.control("grant", {"scopes": GROUP_SCOPES, "admin": True})
         config = standard_simulator.tap_config("oauth", refresh_token=granted["refresh_token"])
         test_runner = TapTestRunner(

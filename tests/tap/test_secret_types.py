@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.tap_cli import run_tap
@@ -35,8 +37,8 @@ KINDS = (
     [(name, *KINDS[i % len(KINDS)]) for i, name in enumerate(SECRET_SETTINGS)],
 )
 def test_a_secret_setting_of_the_wrong_type_is_named_without_its_value(
-    tmp_path, setting, value, kind
-):
+    tmp_path: Path, setting: str, value: object, kind: str
+) -> None:
     run = run_tap(tmp_path, BASE | {setting: value})
     output = run.stdout + run.stderr
     assert run.returncode == 1

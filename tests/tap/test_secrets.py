@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from tests.support.tap_cli import run_tap
+from simulator.process import SimulatorProcess
+from tests.support.tap_cli import TapRun, run_tap
 
 SMALL = {"users": 12, "guests": 2, "groups": 3, "audit_records": 150}
 
 
-def _secrets(sim) -> set[str]:
+def _secrets(sim: SimulatorProcess) -> set[str]:
     c = sim.creds
     values = {
         c.client_secret,
@@ -27,12 +31,14 @@ def _secrets(sim) -> set[str]:
     return values
 
 
-def test_no_secret_appears_in_any_output_across_modes_and_failures(simulator_factory, tmp_path):
+def test_no_secret_appears_in_any_output_across_modes_and_failures(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     sim.control("config", {"reuse_leeway": 0})
     outputs: list[str] = []
 
-    def run(config, **kwargs):
+    def run(config: dict[str, Any], **kwargs: Any) -> TapRun:
         result = run_tap(tmp_path, config, env={"LOGLEVEL": "DEBUG"}, **kwargs)
         outputs.extend([result.stdout, result.stderr])
         if result.messages:

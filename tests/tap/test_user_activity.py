@@ -6,6 +6,8 @@ import copy
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ ALL_CONTENT = "type in (page, blogpost, comment, attachment)"
 _CATALOG: dict[str, Any] = {}
 
 
-def catalog(tmp_path, sim: SimulatorProcess, *streams: str) -> dict[str, Any]:
+def catalog(tmp_path: Path, sim: SimulatorProcess, *streams: str) -> dict[str, Any]:
     """The tap's own catalog (it does not depend on the config) with only ``streams`` selected."""
     if not _CATALOG:
         run = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
@@ -37,7 +39,13 @@ def catalog(tmp_path, sim: SimulatorProcess, *streams: str) -> dict[str, Any]:
     return found
 
 
-def sync(tmp_path, sim, config, cat, state=None) -> TapRun:
+def sync(
+    tmp_path: Path,
+    sim: SimulatorProcess,
+    config: dict[str, Any],
+    cat: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> TapRun:
     run = run_tap(tmp_path, config, catalog=cat, state=state)
     assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -65,6 +73,7 @@ def to_ms(value: str) -> int:
 
 def latest_content(sim: SimulatorProcess) -> dict[str, int]:
     latest: dict[str, int] = {}
+    params: dict[str, str | int] | None
     url, params = (
         sim.url + "/wiki/rest/api/search",
         {
@@ -88,9 +97,10 @@ def latest_content(sim: SimulatorProcess) -> dict[str, int]:
 
 
 def licensed_users(sim: SimulatorProcess) -> list[str]:
+    params: dict[str, str | int] = {"cql": "type=user", "limit": 200}
     body = requests.get(
         sim.url + "/wiki/rest/api/search/user",
-        params={"cql": "type=user", "limit": 200},
+        params=params,
         auth=CLASSIC,
         timeout=30,
     ).json()
@@ -109,7 +119,9 @@ def admin_days(sim: SimulatorProcess) -> dict[str, str]:
     return days
 
 
-def test_three_sources_give_each_users_latest_activity(simulator_factory, tmp_path):
+def test_three_sources_give_each_users_latest_activity(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token", **ORG)
     run = sync(tmp_path, sim, config, catalog(tmp_path, sim, "audit_records", "user_activity"))
@@ -144,7 +156,9 @@ def test_three_sources_give_each_users_latest_activity(simulator_factory, tmp_pa
     assert "fake-org-api-key" not in run.stdout + run.stderr
 
 
-def test_incremental_run_updates_only_the_user_with_new_activity(simulator_factory, tmp_path):
+def test_incremental_run_updates_only_the_user_with_new_activity(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token")
     cat = catalog(tmp_path, sim, "user_activity")
@@ -166,7 +180,9 @@ def test_incremental_run_updates_only_the_user_with_new_activity(simulator_facto
     assert rows(second, "content")[who]["detail"].split(" ")[1] == "updated:"
 
 
-def test_run_with_nothing_new_emits_no_rows_yet_asks_every_source(simulator_factory, tmp_path):
+def test_run_with_nothing_new_emits_no_rows_yet_asks_every_source(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token", **ORG)
     cat = catalog(tmp_path, sim, "user_activity")
@@ -189,7 +205,9 @@ def _bookmarks(run: TapRun) -> dict[str, str]:
     return {p["context"]["source"]: p["replication_key_value"] for p in parts}
 
 
-def test_admin_source_stays_off_without_its_settings(simulator_factory, tmp_path):
+def test_admin_source_stays_off_without_its_settings(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     run = sync(
         tmp_path, sim, sim.tap_config("classic_token"), catalog(tmp_path, sim, "user_activity")
@@ -200,7 +218,9 @@ def test_admin_source_stays_off_without_its_settings(simulator_factory, tmp_path
 
 
 @pytest.mark.parametrize("only", ["org_id", "org_api_key"])
-def test_half_of_the_admin_settings_is_refused_in_one_sentence(simulator, tmp_path, only):
+def test_half_of_the_admin_settings_is_refused_in_one_sentence(
+    simulator: SimulatorProcess, tmp_path: Path, only: str
+) -> None:
     config = simulator.tap_config("classic_token", **{only: ORG[only]})
     run = run_tap(tmp_path, config, catalog=catalog(tmp_path, simulator, "user_activity"))
     other = "org_api_key" if only == "org_id" else "org_id"
@@ -211,8 +231,8 @@ def test_half_of_the_admin_settings_is_refused_in_one_sentence(simulator, tmp_pa
 
 
 def test_late_audit_record_counts_only_when_newer_than_its_authors_latest(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token", audit_lookback_minutes=30)
     cat = catalog(tmp_path, sim, "user_activity")
@@ -234,7 +254,9 @@ def test_late_audit_record_counts_only_when_newer_than_its_authors_latest(
     assert third.records("user_activity") == []
 
 
-def test_new_admin_day_for_one_user_emits_only_that_users_admin_row(simulator_factory, tmp_path):
+def test_new_admin_day_for_one_user_emits_only_that_users_admin_row(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token", **ORG)
     cat = catalog(tmp_path, sim, "user_activity")
@@ -251,7 +273,9 @@ def test_new_admin_day_for_one_user_emits_only_that_users_admin_row(simulator_fa
     ] == [(who, "admin", later)]
 
 
-def test_admin_pass_killed_midway_resumes_after_the_last_saved_user(simulator_factory, tmp_path):
+def test_admin_pass_killed_midway_resumes_after_the_last_saved_user(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(users=130, guests=0, audit_records=200, content=30)
     config = sim.tap_config("classic_token", **ORG)
     cat = catalog(tmp_path, sim, "user_activity")
@@ -279,7 +303,9 @@ def test_admin_pass_killed_midway_resumes_after_the_last_saved_user(simulator_fa
     )
 
 
-def test_rate_limited_admin_api_is_retried_and_every_user_answered(simulator_factory, tmp_path):
+def test_rate_limited_admin_api_is_retried_and_every_user_answered(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL, rate_limit_every=4, retry_after=0, routes="admin_last_active")
     config = sim.tap_config("classic_token", **ORG)
     run = sync(tmp_path, sim, config, catalog(tmp_path, sim, "user_activity"))
@@ -289,8 +315,8 @@ def test_rate_limited_admin_api_is_retried_and_every_user_answered(simulator_fac
 
 
 def test_wrong_org_api_key_ends_only_the_admin_source_with_one_sentence(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token", org_id="fake-org-id", org_api_key="wrong-org-key")
     run = run_tap(tmp_path, config, catalog=catalog(tmp_path, sim, "user_activity"))
@@ -301,7 +327,9 @@ def test_wrong_org_api_key_ends_only_the_admin_source_with_one_sentence(
     assert "wrong-org-key" not in run.stdout + run.stderr
 
 
-def test_with_audit_records_selected_the_log_is_read_once(simulator_factory, tmp_path):
+def test_with_audit_records_selected_the_log_is_read_once(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token")
     alone = sync(tmp_path, sim, config, catalog(tmp_path, sim, "audit_records"))
@@ -321,8 +349,8 @@ def test_with_audit_records_selected_the_log_is_read_once(simulator_factory, tmp
 
 
 def test_user_activity_selected_later_still_covers_the_log_before_audit_records_bookmark(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(**SMALL)
     config = sim.tap_config("classic_token")
     fresh = sync(tmp_path, sim, config, catalog(tmp_path, sim, "user_activity"))
@@ -340,8 +368,8 @@ def test_user_activity_selected_later_still_covers_the_log_before_audit_records_
 
 
 def test_user_first_seen_active_days_before_the_bookmark_still_gets_an_admin_row(
-    simulator_factory, tmp_path
-):
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     # A seat holder with no admin row yet (never active, or newly licensed) whose last active
     # date lies well behind the newest date seen must still get a row: otherwise the idle-seat
     # query counts a seat used ten days ago as idle.

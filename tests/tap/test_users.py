@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
+from simulator.process import SimulatorProcess
 from tap_confluence.streams.users import BULK_MAX_IDS, BULK_MAX_QUERY_BYTES, bulk_batches
 from tests.support.tap_cli import run_tap
 
 
-def test_bulk_batches_stay_under_200_ids_and_the_request_line_limit():
+def test_bulk_batches_stay_under_200_ids_and_the_request_line_limit() -> None:
     # Real accountIds run to 43 characters, and ':' is sent percent-encoded.
     ids = [f"557058:{i:08d}-aaaa-bbbb-cccc-dddddddddddd" for i in range(1000)]
     assert all(len(i) == 43 for i in ids)
@@ -22,7 +25,9 @@ def test_bulk_batches_stay_under_200_ids_and_the_request_line_limit():
     assert [len(b) for b in bulk_batches([str(i) for i in range(450)])] == [200, 200, 50]
 
 
-def test_hitting_the_search_cap_is_reported_loudly_not_silently(simulator_factory, tmp_path):
+def test_hitting_the_search_cap_is_reported_loudly_not_silently(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
     sim = simulator_factory(users=10_050, guests=2, audit_records=10, groups=2)
     run = run_tap(tmp_path, sim.tap_config("classic_token"))
     assert run.returncode == 0, run.stderr[-2000:]

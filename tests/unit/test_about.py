@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 
-def test_about_lists_every_setting_and_marks_secrets():
+def test_about_lists_every_setting_and_marks_secrets() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tap_confluence", "--about", "--format=json"],
         check=True,
@@ -33,7 +33,7 @@ def test_about_lists_every_setting_and_marks_secrets():
     assert props["api_url"]["default"] == "https://api.atlassian.com"
 
 
-def test_discover_lists_every_stream_with_cloud_id_leading_its_key():
+def test_discover_lists_every_stream_with_cloud_id_leading_its_key() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tap_confluence", "--discover"],
         check=True,

@@ -10,16 +10,17 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from collections.abc import Iterable
 
-from tap_confluence.streams.audit.windows import AuditWindowWalker, record_id
+from tap_confluence.streams.audit.windows import AuditWindowWalker, Window, record_id
 from tests.support.audit_log import Log
 
 
-def _ids(windows) -> list[str]:
+def _ids(windows: Iterable[Window]) -> list[str]:
     return [rid for w in windows for rid, _ in w.records]
 
 
-def test_walk_returns_every_record_once_oldest_first_despite_ties_across_pages():
+def test_walk_returns_every_record_once_oldest_first_despite_ties_across_pages() -> None:
     rng = random.Random(7)
     dates = sorted(rng.randrange(0, 50_000) for _ in range(3000))
     dates += [25_000] * 37  # a millisecond holding more than three pages
@@ -36,7 +37,7 @@ def test_walk_returns_every_record_once_oldest_first_despite_ties_across_pages()
     assert all(a.end_ms + 1 == b.start_ms for a, b in itertools.pairwise(windows))
 
 
-def test_records_added_while_a_window_is_read_are_neither_lost_nor_shifting_pages():
+def test_records_added_while_a_window_is_read_are_neither_lost_nor_shifting_pages() -> None:
     log = Log(list(range(0, 20_000, 10)))  # 2000 records, one per 10 ms
     late_dates = iter(range(5_005, 19_000, 400))
 
@@ -59,7 +60,7 @@ def test_records_added_while_a_window_is_read_are_neither_lost_nor_shifting_page
     assert max(r["creationDate"] for w in windows for _, r in w.records) <= 20_000
 
 
-def test_request_count_stays_within_a_few_percent_of_records_per_page():
+def test_request_count_stays_within_a_few_percent_of_records_per_page() -> None:
     rng = random.Random(3)
     log = Log(sorted(rng.randrange(0, 10_000_000) for _ in range(60_000)))
     walker = AuditWindowWalker(log.fetch, page_size=100, target_pages=10, initial_width_ms=1_000)
@@ -69,7 +70,7 @@ def test_request_count_stays_within_a_few_percent_of_records_per_page():
     assert walker.requests <= ideal * 1.08 + 12, walker.requests
 
 
-def test_a_burst_narrows_windows_so_no_window_holds_much_more_than_its_cap():
+def test_a_burst_narrows_windows_so_no_window_holds_much_more_than_its_cap() -> None:
     sparse = list(range(0, 1_000_000, 5_000))  # 200 records spread thin
     burst = [600_000 + i // 3 for i in range(5_000)]  # 5000 records in ~1.7 s
     log = Log(sorted(sparse + burst))
@@ -82,7 +83,7 @@ def test_a_burst_narrows_windows_so_no_window_holds_much_more_than_its_cap():
     assert walker.narrowed >= 1
 
 
-def test_empty_stretches_cost_few_requests():
+def test_empty_stretches_cost_few_requests() -> None:
     log = Log([10**9, 10**9 + 5])  # two records after a long empty stretch
     walker = AuditWindowWalker(log.fetch, page_size=1000, initial_width_ms=3_600_000)
     windows = list(walker.walk(0, 2 * 10**9))
@@ -90,7 +91,7 @@ def test_empty_stretches_cost_few_requests():
     assert walker.requests <= 12
 
 
-def test_record_id_is_stable_and_ignores_key_order():
+def test_record_id_is_stable_and_ignores_key_order() -> None:
     a = {"creationDate": 1, "summary": "x", "author": {"accountId": "1", "type": "user"}}
     b = {"author": {"type": "user", "accountId": "1"}, "summary": "x", "creationDate": 1}
     assert record_id(a) == record_id(b)
@@ -98,7 +99,7 @@ def test_record_id_is_stable_and_ignores_key_order():
     assert len(record_id(a)) == 64
 
 
-def test_request_count_stays_low_when_the_log_starts_long_after_the_lower_bound():
+def test_request_count_stays_low_when_the_log_starts_long_after_the_lower_bound() -> None:
     # The shape of a first run without start_date: decades of nothing, then a year of log.
     rng = random.Random(5)
     start = 1_700_000_000_000

@@ -29,7 +29,7 @@ def _declared() -> dict[str, Requirement]:
 
 
 @pytest.mark.parametrize(("name", "vulnerable", "fixed"), FLOORS)
-def test_a_security_floor_is_declared_directly(name, vulnerable, fixed):
+def test_a_security_floor_is_declared_directly(name: str, vulnerable: str, fixed: str) -> None:
     declared = _declared()
     assert name in declared, f"{name} is not declared in pyproject.toml dependencies"
     specifier = declared[name].specifier
@@ -38,10 +38,10 @@ def test_a_security_floor_is_declared_directly(name, vulnerable, fixed):
     assert Version(metadata.version(name)) in specifier, f"the installed {name} is below it"
 
 
-def test_click_is_declared_because_the_code_imports_it():
+def test_click_is_declared_because_the_code_imports_it() -> None:
     assert "click" in _declared()
 
 
-def test_the_old_backoff_distribution_is_never_declared():
+def test_the_old_backoff_distribution_is_never_declared() -> None:
     # singer-sdk brings python-backoff, which provides the same module name.
     assert "backoff" not in _declared()

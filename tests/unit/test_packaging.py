@@ -12,6 +12,7 @@ import tomllib
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,12 @@ STREAMS = (
 )
 
 
-def pyproject() -> dict:
+def pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel `uv build` makes of this checkout, offline (hatchling checks classifiers)."""
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
@@ -56,13 +57,13 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_license_file_is_the_apache_2_0_text_the_metadata_names():
+def test_license_file_is_the_apache_2_0_text_the_metadata_names() -> None:
     assert pyproject()["project"]["license"] == "Apache-2.0"
     text = (REPO / "LICENSE").read_bytes()
     assert hashlib.md5(text).hexdigest() == APACHE_2_MD5  # noqa: S324 - a fingerprint only
 
 
-def test_the_wheel_carries_the_license_urls_and_classifiers(wheel: Path):
+def test_the_wheel_carries_the_license_urls_and_classifiers(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
@@ -78,14 +79,14 @@ def test_the_wheel_carries_the_license_urls_and_classifiers(wheel: Path):
     assert any(c.startswith("Development Status :: ") for c in classifiers)
 
 
-def test_changelog_has_a_section_for_the_current_version():
+def test_changelog_has_a_section_for_the_current_version() -> None:
     current = pyproject()["project"]["version"]
     changelog = (REPO / "CHANGELOG.md").read_text()
     assert re.search(rf"^## \[?{re.escape(current)}\]?", changelog, re.M), current
 
 
 @pytest.mark.parametrize("command", ["tap-confluence", "tap-confluence-auth"])
-def test_both_commands_print_the_package_version(command: str):
+def test_both_commands_print_the_package_version(command: str) -> None:
     exe = Path(sys.executable).parent / command
     proc = subprocess.run(
         [str(exe), "--version"], capture_output=True, text=True, timeout=120, check=False
@@ -95,7 +96,7 @@ def test_both_commands_print_the_package_version(command: str):
     assert command in proc.stdout
 
 
-def test_about_description_names_all_six_streams():
+def test_about_description_names_all_six_streams() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tap_confluence", "--about", "--format=json"],
         capture_output=True,
@@ -109,7 +110,9 @@ def test_about_description_names_all_six_streams():
 
 
 @pytest.mark.parametrize(("level", "info_lines"), [(None, True), ("WARNING", False)])
-def test_tap_confluence_loglevel_sets_the_taps_log_level(tmp_path, level, info_lines):
+def test_tap_confluence_loglevel_sets_the_taps_log_level(
+    tmp_path: Path, level: str | None, info_lines: bool
+) -> None:
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(

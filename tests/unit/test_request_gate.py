@@ -8,7 +8,7 @@ import time
 from tap_confluence.http.limits import RECOVER_AFTER, RequestGate
 
 
-def test_each_429_halves_the_requests_allowed_out_but_never_below_one():
+def test_each_429_halves_the_requests_allowed_out_but_never_below_one() -> None:
     gate = RequestGate(5)
     assert gate.limit == 5
     for expected in (2, 1, 1):
@@ -17,7 +17,7 @@ def test_each_429_halves_the_requests_allowed_out_but_never_below_one():
     assert gate.lowest == 1
 
 
-def test_a_run_of_successes_lets_one_more_request_out_up_to_the_ceiling():
+def test_a_run_of_successes_lets_one_more_request_out_up_to_the_ceiling() -> None:
     gate = RequestGate(3)
     gate.refused()
     assert gate.limit == 1
@@ -32,7 +32,7 @@ def test_a_run_of_successes_lets_one_more_request_out_up_to_the_ceiling():
     assert gate.limit == 3, "never above the number of workers"
 
 
-def test_no_more_requests_are_out_at_once_than_the_limit_allows():
+def test_no_more_requests_are_out_at_once_than_the_limit_allows() -> None:
     gate = RequestGate(4)
     gate.refused()  # 2 at once from now on
     out = 0

@@ -33,13 +33,13 @@ def stdout_of(capfd: pytest.CaptureFixture[str], action: Any) -> list[dict[str, 
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def test_a_stream_knows_its_tap_as_stream_tap():
+def test_a_stream_knows_its_tap_as_stream_tap() -> None:
     tap = TapConfluence(config=CONFIG)
     stream = tap.streams["users"]
     assert sdk_compat.tap_of(stream) is tap
 
 
-def test_the_request_metric_hook_takes_endpoint_response_context_and_tags():
+def test_the_request_metric_hook_takes_endpoint_response_context_and_tags() -> None:
     assert params(RESTStream._write_request_duration_log) == [
         "self",
         "endpoint",
@@ -49,7 +49,9 @@ def test_the_request_metric_hook_takes_endpoint_response_context_and_tags():
     ]
 
 
-def test_state_is_written_through_write_state_message_and_the_flush_flag(capfd):
+def test_state_is_written_through_write_state_message_and_the_flush_flag(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     assert params(Stream._write_state_message) == ["self"]
     tap = TapConfluence(config=CONFIG)
     stream = tap.streams["audit_records"]
@@ -58,33 +60,40 @@ def test_state_is_written_through_write_state_message_and_the_flush_flag(capfd):
     assert [m["type"] for m in messages] == ["STATE"]
 
 
-def test_the_sdk_still_writes_state_every_state_msg_frequency_records():
+def test_the_sdk_still_writes_state_every_state_msg_frequency_records() -> None:
     assert isinstance(Stream.STATE_MSG_FREQUENCY, int)
     assert sdk_compat.StateAtOwnPoints.STATE_MSG_FREQUENCY > 10**8
 
 
 def test_versions_schema_and_activate_version_hooks_are_where_versioned_streams_use_them(
-    capfd,
-):
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     tap = TapConfluence(config=CONFIG)
     users = tap.streams["users"]
     assert isinstance(users, sdk_compat.VersionedStream)
     assert users.table_version == tap.initialized_at // 1000
     assert params(Stream._write_activate_version_message) == ["self", "full_table_version"]
     assert params(Stream._write_schema_message) == ["self"]
-    messages = stdout_of(capfd, lambda: (users.write_schema_now(), users.write_activate_version(7)))
+
+    def schema_then_version() -> None:
+        users.write_schema_now()
+        users.write_activate_version(7)
+
+    messages = stdout_of(capfd, schema_then_version)
     assert [m["type"] for m in messages] == ["SCHEMA", "ACTIVATE_VERSION"]
     assert messages[1]["version"] == 7
     # Once per run: a second SCHEMA is not due.
     assert stdout_of(capfd, users.write_schema_now) == []
 
 
-def test_sync_all_is_the_one_call_invoke_makes_and_takes_no_arguments():
+def test_sync_all_is_the_one_call_invoke_makes_and_takes_no_arguments() -> None:
     assert params(Tap.sync_all) == ["self"]
     assert "tap.sync_all()" in inspect.getsource(Tap.invoke)
 
 
-def test_the_tap_has_a_last_word_after_every_stream(monkeypatch, capfd):
+def test_the_tap_has_a_last_word_after_every_stream(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     tap = TapConfluence(config=CONFIG)
     calls: list[str] = []
     for name in list(tap.streams):
@@ -97,7 +106,7 @@ def test_the_tap_has_a_last_word_after_every_stream(monkeypatch, capfd):
     assert len(calls) > 1
 
 
-def test_an_oauth_authenticator_keeps_its_default_expiration():
+def test_an_oauth_authenticator_keeps_its_default_expiration() -> None:
     assert "default_expiration" in params(OAuthAuthenticator.__init__)
     auth = OAuthAuthenticator(auth_endpoint="http://127.0.0.1:9/t", default_expiration=1234)
     assert sdk_compat.default_expiration(auth) == 1234

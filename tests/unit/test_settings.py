@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
@@ -52,7 +54,9 @@ TOKEN = {"email": "admin@example.com", "api_token": "fake-scoped-api-token"}
         ),
     ],
 )
-def test_accepted_combinations_resolve_to_their_mode_and_base_url(config, mode, base, licence_site):
+def test_accepted_combinations_resolve_to_their_mode_and_base_url(
+    config: dict[str, Any], mode: AuthMode, base: str, licence_site: str | None
+) -> None:
     plan = resolve_auth(config)
     assert plan.mode is mode
     assert plan.base_url == base
@@ -80,7 +84,9 @@ def test_accepted_combinations_resolve_to_their_mode_and_base_url(config, mode, 
         ({**OAUTH, "audit_lookback_minutes": -5}, "audit_lookback_minutes must be"),
     ],
 )
-def test_bad_settings_fail_with_one_sentence_naming_the_problem(config, expected):
+def test_bad_settings_fail_with_one_sentence_naming_the_problem(
+    config: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(ConfigValidationError) as info:
         resolve_auth(config)
     assert info.value.errors == [str(info.value)]
@@ -88,7 +94,7 @@ def test_bad_settings_fail_with_one_sentence_naming_the_problem(config, expected
     assert str(info.value).count(". ") == 0, "one sentence, not several"
 
 
-def test_tap_refuses_bad_config_at_construction_before_any_request():
+def test_tap_refuses_bad_config_at_construction_before_any_request() -> None:
     # api_url points at a port nothing listens on: a request would fail differently.
     config = {**OAUTH, "client_secret": "", "api_url": "http://127.0.0.1:9"}
     with pytest.raises(ConfigValidationError, match="OAuth needs client_secret"):
@@ -103,7 +109,9 @@ def test_tap_refuses_bad_config_at_construction_before_any_request():
         ({**TOKEN, "site_url": "http://wiki.example.com"}, "plain http"),
     ],
 )
-def test_cli_prints_one_error_line_and_no_traceback(tmp_path, config, expected):
+def test_cli_prints_one_error_line_and_no_traceback(
+    tmp_path: Path, config: dict[str, Any], expected: str
+) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -145,7 +153,9 @@ CLASSIC = {"site_url": "https://acme.atlassian.net", **TOKEN}
         ({**OAUTH, "email": "a@example.com"}, "email", "api_token"),
     ],
 )
-def test_complete_credentials_plus_a_stray_setting_name_the_stray_setting(config, stray, needs):
+def test_complete_credentials_plus_a_stray_setting_name_the_stray_setting(
+    config: dict[str, Any], stray: str, needs: str
+) -> None:
     with pytest.raises(ConfigValidationError) as info:
         resolve_auth(config)
     message = str(info.value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,7 @@ TOKEN = {
 }
 
 
-def warnings_of(tmp_path, config) -> list[str]:
+def warnings_of(tmp_path: Path, config: dict[str, Any]) -> list[str]:
     """Run the real CLI in schema-test mode (no request is sent) and return its warnings."""
     proc = subprocess.run(
         [
@@ -39,7 +41,7 @@ def warnings_of(tmp_path, config) -> list[str]:
     return [line for line in proc.stderr.splitlines() if "| WARNING" in line]
 
 
-def test_a_misspelt_setting_is_named_with_the_setting_meant(tmp_path):
+def test_a_misspelt_setting_is_named_with_the_setting_meant(tmp_path: Path) -> None:
     warned = warnings_of(tmp_path, {**TOKEN, "start_dat": "2026-01-01T00:00:00Z"})
     assert len(warned) == 1, warned
     assert "start_dat is not a setting of tap-confluence" in warned[0]
@@ -47,21 +49,23 @@ def test_a_misspelt_setting_is_named_with_the_setting_meant(tmp_path):
     assert "ignored" in warned[0]
 
 
-def test_an_unknown_setting_far_from_any_is_named_without_a_guess(tmp_path):
+def test_an_unknown_setting_far_from_any_is_named_without_a_guess(tmp_path: Path) -> None:
     warned = warnings_of(tmp_path, {**TOKEN, "colour_scheme": "dark"})
     assert len(warned) == 1, warned
     assert "colour_scheme is not a setting of tap-confluence" in warned[0]
     assert "did you mean" not in warned[0]
 
 
-def test_unknown_settings_never_show_their_values(tmp_path):
+def test_unknown_settings_never_show_their_values(tmp_path: Path) -> None:
     warned = warnings_of(tmp_path, {**TOKEN, "api_tokn": "fake-secret-value-98765"})
     assert "did you mean api_token?" in warned[0]
     assert "fake-secret-value-98765" not in "\n".join(warned)
 
 
 @pytest.mark.parametrize(("given", "used"), [(40, 16), (0, 1), (-3, 1)])
-def test_audit_concurrency_out_of_range_says_what_is_used(tmp_path, given, used):
+def test_audit_concurrency_out_of_range_says_what_is_used(
+    tmp_path: Path, given: int, used: int
+) -> None:
     warned = warnings_of(tmp_path, {**TOKEN, "audit_concurrency": given})
     assert len(warned) == 1, warned
     assert f"audit_concurrency {given} is outside 1 to 16" in warned[0]
@@ -73,5 +77,5 @@ def test_audit_concurrency_out_of_range_says_what_is_used(tmp_path, given, used)
     assert audit.concurrency == used
 
 
-def test_a_clean_config_gets_no_warning(tmp_path):
+def test_a_clean_config_gets_no_warning(tmp_path: Path) -> None:
     assert warnings_of(tmp_path, {**TOKEN, "audit_concurrency": 16}) == []

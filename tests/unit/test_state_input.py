@@ -20,22 +20,22 @@ BOOKMARKS = {
 }
 
 
-def test_plain_singer_state_is_used_as_it_is():
+def test_plain_singer_state_is_used_as_it_is() -> None:
     assert parse_state(json.dumps(BOOKMARKS)) == BOOKMARKS
 
 
-def test_meltano_wrapped_state_is_unwrapped():
+def test_meltano_wrapped_state_is_unwrapped() -> None:
     # What `meltano state get <id>` prints.
     assert parse_state(json.dumps({"singer_state": BOOKMARKS})) == BOOKMARKS
 
 
-def test_state_message_line_is_unwrapped():
+def test_state_message_line_is_unwrapped() -> None:
     # The last STATE line the tap printed, copied as it is (with its newline).
     line = json.dumps({"type": "STATE", "value": BOOKMARKS}) + "\n"
     assert parse_state(line) == BOOKMARKS
 
 
-def test_unwrapped_state_is_checked_like_a_plain_one():
+def test_unwrapped_state_is_checked_like_a_plain_one() -> None:
     bad = {"bookmarks": {"audit_records": {"replication_key_value": "yesterday"}}}
     with pytest.raises(TapUserError, match="bookmark of audit_records"):
         parse_state(json.dumps({"singer_state": bad}))
@@ -58,7 +58,7 @@ def test_unwrapped_state_is_checked_like_a_plain_one():
         json.dumps({"value": BOOKMARKS}),
     ],
 )
-def test_json_that_is_not_a_state_is_refused_in_one_sentence(text):
+def test_json_that_is_not_a_state_is_refused_in_one_sentence(text: str) -> None:
     with pytest.raises(TapUserError) as info:
         parse_state(text)
     message = str(info.value)
@@ -69,13 +69,13 @@ def test_json_that_is_not_a_state_is_refused_in_one_sentence(text):
     assert "STATE message" in message
 
 
-def test_refusal_no_longer_asks_only_for_the_last_state_message():
+def test_refusal_no_longer_asks_only_for_the_last_state_message() -> None:
     with pytest.raises(TapUserError) as info:
         parse_state("[1, 2]")
     assert "pass the last STATE message the tap emitted" not in str(info.value)
     assert "singer_state" in str(info.value)
 
 
-def test_an_empty_state_still_means_a_full_read():
+def test_an_empty_state_still_means_a_full_read() -> None:
     assert parse_state("{}") == {}
     assert parse_state(json.dumps({"singer_state": {}})) == {}
