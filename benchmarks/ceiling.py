@@ -4,17 +4,24 @@
 fetches from the same simulator with one keep-alive ``requests`` session, parses each page's
 JSON and writes every record to stdout as a Singer RECORD line with the fastest JSON encoder
 installed (orjson, else msgspec, else the standard library). No state, no schema, no typing.
+
+``python -m benchmarks.ceiling serve URL EMAIL TOKEN`` is the server's own rate: the same
+audit pages read over one keep-alive ``http.client`` connection and nothing else done with
+them (only each page's ``size`` is read, from its last bytes). The ceiling means something
+only while this is well above it: a ceiling near the server's rate measures the server.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import requests
-
-from tap_confluence.users import bulk_batches
 
 AUDIT_PAGE = 1000
 USER_PAGE = 200
@@ -57,8 +64,41 @@ def audit(session: requests.Session, base: str, out: Any) -> int:
         start += len(page)
 
 
+_SIZE = re.compile(rb'"size":(\d+)')
+
+
+def serve(base: str, email: str, token: str) -> int:
+    """Read the audit log's pages as ``audit`` does, parsing nothing; return the records."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
+    basic = base64.b64encode(f"{email}:{token}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+    n = start = 0
+    try:
+        while True:
+            query = urlencode({"start": start, "limit": AUDIT_PAGE})
+            conn.request("GET", f"{parts.path}/wiki/rest/api/audit?{query}", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                msg = f"the server answered {response.status}"
+                raise RuntimeError(msg)
+            # The envelope's size follows the results array, so its last mention is it.
+            found = _SIZE.match(body, body.rfind(b'"size":'))
+            size = int(found.group(1)) if found else 0
+            n += size
+            if size < AUDIT_PAGE:
+                return n
+            start += size
+    finally:
+        conn.close()
+
+
 def users(session: requests.Session, base: str, out: Any) -> int:
     """Search licensed users then guests, 200 a page, each page's status from user/bulk."""
+    # Here, not at the top: it imports the SDK, which the audit loop has no use for.
+    from tap_confluence.users import bulk_batches
+
     _, dumps, loads = encoder()
     n = 0
     for pfilter in ("none", "externalCollaborator"):
@@ -101,6 +141,9 @@ def users(session: requests.Session, base: str, out: Any) -> int:
 def main(argv: list[str]) -> int:
     """Run one ceiling loop; print the record count and encoder on stderr."""
     what, base, email, token = argv
+    if what == "serve":
+        print(f"server alone: {serve(base, email, token)} records", file=sys.stderr)
+        return 0
     out = sys.stdout.buffer
     with requests.Session() as session:
         session.auth = (email, token)

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--verbose", action="store_true", help="log each request on stderr")
     p.add_argument("--page-cache-mb", type=int, default=1024, help="memory for encoded audit pages")
+    p.add_argument(
+        "--preencode-audit",
+        action="store_true",
+        help="encode the whole audit log at start (about 0.6 KB a record), so every page is a "
+        "slice of bytes: for benchmarks, where building pages would cap what is measured",
+    )
     d = DataOptions()
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--users", type=int, default=d.users, help="licensed users")
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         page_cache_mb=args.page_cache_mb,
         strict=strict,
+        preencode_audit=args.preencode_audit,
     )
     try:
         server = make_server(sim, args.host, args.port)
