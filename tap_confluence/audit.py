@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
-import functools
-import hashlib
 import time
 import typing as t
-import zlib
 
-import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_confluence.activity_ledger import shared_audit_read
-from tap_confluence.audit_windows import SORTED_JSON, AuditWindowWalker, record_digest
-from tap_confluence.client import ConfluenceStream, log_progress_every, sent_limit
+from tap_confluence.audit_page import AuditPage, iso_to_ms, ms_to_iso
+from tap_confluence.audit_windows import AuditWindowWalker
+from tap_confluence.client import ConfluenceStream, log_progress_every
+from tap_confluence.output import BlockWriter
 from tap_confluence.request_gate import PageSizeGovernor, RequestGate
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Generator, Iterable, Iterator
 
-    import requests
     from singer_sdk.helpers.types import Context
+
+    from tap_confluence.audit_page import Finished, Shapes
+    from tap_confluence.audit_windows import Page
+
+__all__ = [
+    "AUDIT_SCOPES",
+    "DEFAULT_CONCURRENCY",
+    "AuditPage",
+    "AuditRecordsStream",
+    "iso_to_ms",
+    "ms_to_iso",
+]
 
 AUDIT_SCOPES = (frozenset({"read:audit-log:confluence"}),)
 #: Windows fetched at once: enough to hide ~150 ms of latency per request (3.4 times faster
@@ -53,105 +62,6 @@ def keep_large_buffers_out_of_the_heap() -> None:
     mallopt(m_mmap_threshold, 128 * 1024)
     # Worker threads would each get a heap of their own, each keeping its free memory.
     mallopt(m_arena_max, 2)
-
-
-class _Dated(msgspec.Struct):
-    creationDate: int | None = None  # noqa: N815 (the API's spelling)
-
-
-class _Envelope(msgspec.Struct):
-    results: list[_Dated] = msgspec.field(default_factory=list)
-    limit: int | None = None
-
-
-class _Rows(msgspec.Struct):
-    results: list[dict[str, t.Any]] = msgspec.field(default_factory=list)
-
-
-_read_dates = msgspec.json.Decoder(_Envelope).decode
-
-
-class AuditPage:
-    """One audit API page kept as compressed bytes until its window is complete.
-
-    Only the dates are decoded on arrival (the walker needs them to page on); whole records
-    are built once, when the window is emitted, so windows read ahead cost little memory.
-    """
-
-    __slots__ = ("_body", "asked", "count", "echoed", "newest", "oldest", "undated")
-
-    def __init__(self, body: bytes, asked: int) -> None:
-        """Read the dates (an incomplete body raises ValueError, so it is fetched again).
-
-        ``asked`` is the ``limit`` the request sent; the page's own ``limit`` is the echo.
-        """
-        envelope = _read_dates(body)
-        results = envelope.results
-        self.asked = asked
-        self.echoed = envelope.limit
-        self.count = len(results)
-        dates = [r.creationDate for r in results if r.creationDate is not None]
-        self.oldest = min(dates) if dates else None
-        self.newest = max(dates) if dates else None
-        self.undated = len(dates) < self.count
-        # Level 3 shrinks these pages about 14-fold, a little faster than level 1 (which
-        # shrinks them 12-fold), and zlib lets other threads run meanwhile.
-        self._body = zlib.compress(body, 3)
-
-    @classmethod
-    def from_response(cls, response: requests.Response) -> AuditPage:
-        """Read a page off its response, with the ``limit`` its request sent."""
-        return cls(response.content, sent_limit(response) or 0)
-
-    def digested(self) -> list[tuple[int, bytes, dict[str, t.Any]]]:
-        """``(creationDate or 0, digest, record)`` per record; digests as ``record_id``'s."""
-        floats: list[bool] = []
-
-        def note_float(value: t.Any) -> float:
-            floats.append(True)
-            return float(value)
-
-        rows = (
-            msgspec.json.Decoder(_Rows, float_hook=note_float)
-            .decode(zlib.decompress(self._body))
-            .results
-        )
-        if floats:
-            # The fast canonical encoding is exact for every value but floats: a page with
-            # one takes the standard library's for all its records.
-            return [(row.get("creationDate") or 0, record_digest(row), row) for row in rows]
-        sha256, canonical = hashlib.sha256, SORTED_JSON.encode
-        return [
-            (row.get("creationDate") or 0, sha256(canonical(row)).digest(), row) for row in rows
-        ]
-
-
-#: Proleptic Gregorian ordinal of 1970-01-01, day 0 of epoch milliseconds.
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-
-
-@functools.lru_cache(maxsize=64)
-def _iso_day(day: int) -> str:
-    return dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
-
-
-#: "THH:MM:" for each minute of the day.
-_ISO_MINUTES = tuple(f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
-
-
-def ms_to_iso(ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds, e.g. 2026-01-31T09:15:02.123Z."""
-    # Records in time order mostly share their day; below it, a table and plain arithmetic.
-    day, ms = divmod(ms, 86_400_000)
-    minute, ms = divmod(ms, 60_000)
-    return f"{_iso_day(day)}{_ISO_MINUTES[minute]}{ms // 1000:02d}.{ms % 1000:03d}Z"
-
-
-def iso_to_ms(value: dt.datetime) -> int:
-    """Convert a datetime (naive means UTC) to epoch milliseconds."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
 
 
 class AuditFetcher:
@@ -261,6 +171,70 @@ class AuditRecordsStream(ConfluenceStream):
 
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
+        # The SDK's own loop checks each record's shape and adds cloudId (post_process).
+        for entries in self._finished_chunks(context, cloud_id=None, good=None):
+            for entry in entries:
+                yield entry[2]
+
+    def _sync_records(
+        self, context: Context | None = None, *, write_messages: bool = True
+    ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
+        """Write each window's records a page at a time, not through the SDK record by record.
+
+        Overrides the SDK's private ``Stream._sync_records`` (singer-sdk 0.54.9), whose loop
+        costs several SDK and tap calls per record (post-processing, child contexts, maps,
+        bookkeeping, one message each): for a backfill, more than the records' own work.
+        Here a page of records is finished, shaped and encoded in one go, with the SDK's
+        record counter, sync timer and starting value, and STATE after each window as
+        before. Anything this does not cover (a stream map, a nested field deselected, the
+        SDK's record limit of ``--test``, batches, a context) takes the SDK's own loop.
+        """
+        if not (
+            write_messages
+            and context is None
+            and self.selected
+            and self.ABORT_AT_RECORD_COUNT is None
+            and self.fast_records()
+        ):
+            yield from super()._sync_records(context, write_messages=write_messages)
+            return
+        writer = t.cast("BlockWriter", self._tap.message_writer)
+        self.logger.info("audit_records: records go out a page at a time (the fast path).")
+        record_counter = self.get_record_counter()
+        timer = self.get_sync_timer()
+        with record_counter, timer:
+            record_counter.with_context({})
+            timer.with_context({})
+            self._write_starting_replication_value(None)  # SDK private, as its loop does
+            good = self.good_shapes()
+            chunks = self._finished_chunks(None, cloud_id=self.cloud_id, good=good)
+            for chunk in self.guarded(chunks):
+                if not chunk:
+                    continue
+                # A shape seen before goes out as is; any other is checked (and remembered).
+                rows = [e[2] if e[3] else self._selected_record(e[2]) for e in chunk]
+                writer.write_records(self.name, rows, self._stream_version, dt.datetime.now(dt.UTC))
+                self.state_manager.is_flushed = False
+                # Records are in date order, undated first: the last dated one is the newest.
+                newest = chunk[-1][2]
+                if newest["createdAt"] is not None:
+                    self._newest_dated = newest
+                elif dated := [e[2] for e in chunk if e[2]["createdAt"] is not None]:
+                    self._newest_dated = dated[-1]
+                record_counter.increment(len(rows))
+            self._finalize_state(self.get_context_state(None))  # SDK private, as its loop
+        self._finalize_state(self.stream_state)
+        self._write_state_message()
+
+    def _finished_chunks(
+        self, context: Context | None, *, cloud_id: str | None, good: Shapes | None
+    ) -> Iterator[list[Finished]]:
+        """Read every window and yield its records a page or so at a time, then write STATE.
+
+        Records come as ``AuditPage.finished`` makes them (``cloud_id`` and ``good`` are
+        passed on). The generator resumes after a window's last chunk only once the caller
+        has written its records, so the STATE written then covers exactly the windows read.
+        """
         lo, until = self.window_bounds(context)
         # user_activity takes each author's latest from this same read, so a run that selects
         # both streams reads the log once; without user_activity there is nothing to offer.
@@ -275,7 +249,6 @@ class AuditRecordsStream(ConfluenceStream):
         keep_large_buffers_out_of_the_heap()
         progress = log_progress_every(5.0)
         emitted = 0
-        undated = 0
 
         fetch = self.page_fetcher()
         gate = fetch.gate
@@ -301,35 +274,34 @@ class AuditRecordsStream(ConfluenceStream):
             ms_to_iso(lo),
             ms_to_iso(until),
         )
+
+        def read(page: Page) -> list[Finished]:
+            return t.cast("AuditPage", page).finished(cloud_id, good)
+
         for window in walker.walk(lo, until):
-            for record_key, row in window.take():
-                # Before the row goes out: selection may strip fields from it.
+            undated = 0
+            for entries in window.take_chunks(read):
+                if entries and not entries[0][0]:
+                    # Undated records sort first (as 0).
+                    undated += sum(e[2]["createdAt"] is None for e in entries)
                 if shared:
-                    shared.add(row)
-                row["id"] = record_key
-                created = row.get("creationDate")
-                if type(created) is int:
-                    row["createdAt"] = ms_to_iso(created)
-                else:
-                    # Delivered, not dropped: the row keeps its place in the window's
-                    # order but cannot move the bookmark (the SDK skips null keys).
-                    row["createdAt"] = None
-                    undated += 1
-                emitted += 1
-                yield row
+                    # Before the records go out: selection may strip fields from them.
+                    for entry in entries:
+                        shared.add(entry[2])
+                emitted += len(entries)
+                yield entries
             if undated:
                 self.logger.warning(
                     "audit_records: %d records without a creationDate delivered with "
                     "createdAt null; they are in the table but cannot be placed in time.",
                     undated,
                 )
-                undated = 0
             # Drop the window before the walker builds the next one: one window of records
             # in memory at a time, however long the backfill.
             del window
             self._advance_bookmark()
-            # The generator resumes here only after the SDK has written the window's last
-            # record and moved the bookmark, so this STATE covers exactly the read windows.
+            # The generator resumes here only after the window's last record has been
+            # written and noted, so this STATE covers exactly the read windows.
             self._write_state_message()
         if shared:
             shared.finish()

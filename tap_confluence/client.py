@@ -76,6 +76,7 @@ _TRANSIENT = (
 decode_json: t.Callable[[bytes], t.Any] = msgspec.json.Decoder().decode
 
 Parse = t.Callable[[requests.Response], t.Any]
+_T = t.TypeVar("_T")
 
 
 def parse_object(response: requests.Response) -> dict[str, t.Any]:
@@ -172,6 +173,13 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope, permission or route ends this stream in a sentence."""
+        yield from self.guarded(self.extract_records(context))
+
+    def guarded(self, items: Iterable[_T]) -> Iterator[_T]:
+        """Yield ``items`` (records, or pages of them); lacking access ends only this stream.
+
+        A missing scope, permission or route ends the stream in a sentence, not the run.
+        """
         if self.confluence_tap.missing_scopes(self):
             self.logger.warning(
                 "Skipping %s: the OAuth token was not granted %s; authorise the app again with "
@@ -181,7 +189,7 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
             )
             return
         try:
-            yield from self.extract_records(context)
+            yield from items
         except StreamAccessError as exc:
             self.confluence_tap.note_stream_ended(self.name, exc)
         except MisshapenAnswerError as exc:
