@@ -10,15 +10,16 @@ import typing as t
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_confluence.activity_ledger import shared_audit_read
+from tap_confluence.audit_output import PageOutput, WindowDone, WindowStart
 from tap_confluence.audit_page import AuditPage, iso_to_ms, ms_to_iso
 from tap_confluence.audit_windows import AuditWindowWalker
 from tap_confluence.client import ConfluenceStream, log_progress_every
-from tap_confluence.output import BlockWriter
 from tap_confluence.request_gate import PageSizeGovernor, RequestGate
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Iterator
 
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.audit_page import Finished, Shapes
@@ -89,7 +90,7 @@ class AuditFetcher:
         return t.cast("AuditPage", page)
 
 
-class AuditRecordsStream(ConfluenceStream):
+class AuditRecordsStream(ConfluenceStream, PageOutput):
     """Audit log events (who did what, when); the record's hash is its id."""
 
     name = "audit_records"
@@ -106,6 +107,8 @@ class AuditRecordsStream(ConfluenceStream):
         "the Confluence Administrator global permission for the account that granted the token"
     )
     page_size = 1000
+    # A backfill is what batch files are for (one per window, see get_batches).
+    writes_batches = True
     #: Pages per window the walker aims for: each window ends in one part-filled page, so
     #: 20 keeps requests within a few percent of the minimum; windows wait as compressed
     #: pages, so even several in flight stay small.
@@ -117,7 +120,7 @@ class AuditRecordsStream(ConfluenceStream):
     def _increment_stream_state(
         self, latest_record: dict[str, t.Any], *, context: Context | None = None
     ) -> None:
-        """Note the record; the bookmark moves once a window is out (``_advance_bookmark``).
+        """Note the record; the bookmark moves once a window is out (``advance_bookmark``).
 
         Records leave each window oldest first, so the SDK's bookmark after any record would
         be that record's date; moving it per window instead saves that bookkeeping on every
@@ -127,7 +130,7 @@ class AuditRecordsStream(ConfluenceStream):
         if latest_record.get("createdAt") is not None:
             self._newest_dated = latest_record
 
-    def _advance_bookmark(self) -> None:
+    def advance_bookmark(self) -> None:
         """Move the bookmark to the newest record emitted (the SDK's own bookkeeping)."""
         if self._newest_dated is not None:
             super()._increment_stream_state(self._newest_dated)
@@ -172,9 +175,22 @@ class AuditRecordsStream(ConfluenceStream):
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
         # The SDK's own loop checks each record's shape and adds cloudId (post_process).
-        for entries in self._finished_chunks(context, cloud_id=None, good=None):
-            for entry in entries:
-                yield entry[2]
+        for item in self.finished_chunks(context, cloud_id=None, good=None):
+            if isinstance(item, WindowDone):
+                # Resumed only after the SDK wrote the window's last record and noted it.
+                self.window_done()
+            elif not isinstance(item, WindowStart):
+                for entry in item:
+                    yield entry[2]
+
+    def window_done(self) -> None:
+        """Move the bookmark past a window whose records are all out, and write STATE."""
+        self.advance_bookmark()
+        self._write_state_message()
+
+    def site_id(self) -> str:
+        """Return the cloudId every record carries."""
+        return self.cloud_id
 
     def _sync_records(
         self, context: Context | None = None, *, write_messages: bool = True
@@ -184,56 +200,58 @@ class AuditRecordsStream(ConfluenceStream):
         Overrides the SDK's private ``Stream._sync_records`` (singer-sdk 0.54.9), whose loop
         costs several SDK and tap calls per record (post-processing, child contexts, maps,
         bookkeeping, one message each): for a backfill, more than the records' own work.
-        Here a page of records is finished, shaped and encoded in one go, with the SDK's
-        record counter, sync timer and starting value, and STATE after each window as
-        before. Anything this does not cover (a stream map, a nested field deselected, the
-        SDK's record limit of ``--test``, batches, a context) takes the SDK's own loop.
+        ``PageOutput.write_record_pages`` does the same a page at a time. Anything it
+        does not cover (a stream map, a nested field deselected, the SDK's record limit of
+        ``--test``, a context, the SDK's own batches) takes the SDK's own loop.
         """
-        if not (
-            write_messages
-            and context is None
-            and self.selected
-            and self.ABORT_AT_RECORD_COUNT is None
-            and self.fast_records()
-        ):
-            yield from super()._sync_records(context, write_messages=write_messages)
+        if write_messages and context is None and self.fast_path_applies():
+            self.write_record_pages()
             return
-        writer = t.cast("BlockWriter", self._tap.message_writer)
-        self.logger.info("audit_records: records go out a page at a time (the fast path).")
-        record_counter = self.get_record_counter()
-        timer = self.get_sync_timer()
-        with record_counter, timer:
-            record_counter.with_context({})
-            timer.with_context({})
-            self._write_starting_replication_value(None)  # SDK private, as its loop does
-            good = self.good_shapes()
-            chunks = self._finished_chunks(None, cloud_id=self.cloud_id, good=good)
-            for chunk in self.guarded(chunks):
-                if not chunk:
-                    continue
-                # A shape seen before goes out as is; any other is checked (and remembered).
-                rows = [e[2] if e[3] else self._selected_record(e[2]) for e in chunk]
-                writer.write_records(self.name, rows, self._stream_version, dt.datetime.now(dt.UTC))
-                self.state_manager.is_flushed = False
-                # Records are in date order, undated first: the last dated one is the newest.
-                newest = chunk[-1][2]
-                if newest["createdAt"] is not None:
-                    self._newest_dated = newest
-                elif dated := [e[2] for e in chunk if e[2]["createdAt"] is not None]:
-                    self._newest_dated = dated[-1]
-                record_counter.increment(len(rows))
-            self._finalize_state(self.get_context_state(None))  # SDK private, as its loop
-        self._finalize_state(self.stream_state)
-        self._write_state_message()
+        yield from super()._sync_records(context, write_messages=write_messages)
 
-    def _finished_chunks(
+    def get_batches(
+        self, batch_config: BatchConfig, context: Context | None = None
+    ) -> Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
+        """One JSONL file per window (gzip or plain), written as fast as RECORD messages.
+
+        The SDK's own batcher cuts every 10,000 records of its record-by-record loop, so
+        its STATE after a batch can land mid-window; here each window is one file and its
+        STATE follows its BATCH message, so a killed run resumes as the record path does.
+        Files earlier runs left and the incoming state shows loaded are removed first.
+        Other formats (parquet) and whatever the fast path does not cover take the SDK's.
+        """
+        encoding = batch_config.encoding
+        if (
+            context is None
+            and self.fast_path_applies()
+            and encoding.format == "jsonl"
+            and (encoding.compression or "none") in ("gzip", "none")
+        ):
+            yield from self.write_batch_files(batch_config)
+            return
+        yield from super().get_batches(batch_config, context)
+
+    def fast_path_applies(self) -> bool:
+        """Tell whether records can be written a page at a time (see ``_sync_records``)."""
+        return self.selected and self.ABORT_AT_RECORD_COUNT is None and self.fast_records()
+
+    def note_newest(self, chunk: list[Finished]) -> None:
+        """Note the newest dated record of a chunk written (the bookmark moves per window)."""
+        # Records are in date order, undated first: the last dated one is the newest.
+        newest = chunk[-1][2]
+        if newest["createdAt"] is not None:
+            self._newest_dated = newest
+        elif dated := [e[2] for e in chunk if e[2]["createdAt"] is not None]:
+            self._newest_dated = dated[-1]
+
+    def finished_chunks(
         self, context: Context | None, *, cloud_id: str | None, good: Shapes | None
-    ) -> Iterator[list[Finished]]:
-        """Read every window and yield its records a page or so at a time, then write STATE.
+    ) -> Iterator[list[Finished] | WindowStart | WindowDone]:
+        """Read every window: its ``WindowStart``, its records a page at a time, ``WindowDone``.
 
         Records come as ``AuditPage.finished`` makes them (``cloud_id`` and ``good`` are
-        passed on). The generator resumes after a window's last chunk only once the caller
-        has written its records, so the STATE written then covers exactly the windows read.
+        passed on). The caller writes a window's records, and on ``WindowDone`` makes them
+        count (``window_done``: bookmark and STATE; or a batch file first).
         """
         lo, until = self.window_bounds(context)
         # user_activity takes each author's latest from this same read, so a run that selects
@@ -279,6 +297,7 @@ class AuditRecordsStream(ConfluenceStream):
             return t.cast("AuditPage", page).finished(cloud_id, good)
 
         for window in walker.walk(lo, until):
+            yield WindowStart(window.start_ms, window.end_ms)
             undated = 0
             for entries in window.take_chunks(read):
                 if entries and not entries[0][0]:
@@ -296,13 +315,11 @@ class AuditRecordsStream(ConfluenceStream):
                     "createdAt null; they are in the table but cannot be placed in time.",
                     undated,
                 )
+            done = WindowDone(window.start_ms, window.end_ms)
             # Drop the window before the walker builds the next one: one window of records
             # in memory at a time, however long the backfill.
             del window
-            self._advance_bookmark()
-            # The generator resumes here only after the window's last record has been
-            # written and noted, so this STATE covers exactly the read windows.
-            self._write_state_message()
+            yield done
         if shared:
             shared.finish()
         self.logger.info(

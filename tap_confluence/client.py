@@ -50,6 +50,9 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 
     from backoff.types import Details
+
+    # Private SDK module, for the type only: the SDK exports BatchConfig nowhere else.
+    from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.helpers.types import Auth, Context
     from singer_sdk.pagination import BaseAPIPaginator
 
@@ -105,6 +108,10 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
     #: What a 403 means for this stream, for the error sentence.
     permission_hint: t.ClassVar[str] = "permission to read this data"
     page_size: t.ClassVar[int] = 200
+    #: Whether ``batch_config`` makes this stream write batch files. Only audit_records does:
+    #: the other streams are small, and some write STATE mid-stream, which the SDK's own
+    #: batcher would put ahead of the batch holding the records it covers.
+    writes_batches: t.ClassVar[bool] = False
 
     @property
     def confluence_tap(self) -> TapConfluence:
@@ -147,6 +154,10 @@ class ConfluenceStream(ShapedRecords, RESTStream[t.Any]):
     def get_new_paginator(self) -> NextLinkPaginator:
         """Follow ``_links.next`` until it is missing or a page is empty."""
         return NextLinkPaginator(self.rebase_link)
+
+    def get_batch_config(self, config: Mapping[str, t.Any]) -> BatchConfig | None:
+        """``batch_config`` for a stream that writes batches; None (RECORD messages) otherwise."""
+        return super().get_batch_config(config) if self.writes_batches else None
 
     def get_url_params(self, context: Context | None, next_page_token: t.Any) -> dict[str, t.Any]:
         """Query parameters of a listing's first page."""
