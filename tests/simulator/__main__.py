@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-end", default="2026-11-01T00:00:00Z", help="ISO date or epoch ms")
     p.add_argument("--content", type=int, default=d.content, help="content items for CQL search")
     p.add_argument("--max-users", type=int, default=None, help="licence tier (default: next tier)")
+    p.add_argument(
+        "--org-only-accounts",
+        type=int,
+        default=None,
+        help="managed accounts of the organization not on this site (default: users // 20)",
+    )
     p.add_argument("--site-url", default="", help="URL used in links (default: own URL)")
     p.add_argument("--token-ttl", type=int, default=3600, help="access token expires_in, seconds")
     p.add_argument(
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         audit_end=end,
         content=args.content,
         max_users=args.max_users,
+        org_only_accounts=args.org_only_accounts,
         site_url=args.site_url.rstrip("/"),
     )
     creds = Credentials(**{f.name: getattr(args, f.name) for f in fields(Credentials)})
