@@ -39,8 +39,9 @@ class _Rows(msgspec.Struct):
 _read_dates = msgspec.json.Decoder(_Envelope).decode
 
 
-#: ``(date, digest, record, ok)``: ``ok`` when the record's shape is one already checked.
-Finished = tuple[int, bytes, dict[str, t.Any], bool]
+#: ``(date, id, record, ok)``: the id is the digest in hex, which sorts as the digest does;
+#: ``ok`` when the record's shape is one already checked.
+Finished = tuple[int, str, dict[str, t.Any], bool]
 #: Shapes (field names, value types) of records known to go out unchanged.
 Shapes = set[tuple[tuple[str, ...], tuple[type, ...]]]
 
@@ -139,8 +140,7 @@ class AuditPage:
         minutes, seconds, millis = _ISO_MINUTES, _ISO_SECONDS, _ISO_MILLIS
         for row in rows:
             # The id covers the API's fields only: digest before adding any.
-            digest = sha256(canonical(row)).digest()
-            row["id"] = digest.hex()
+            record_id = row["id"] = sha256(canonical(row)).hexdigest()
             created = row.get("creationDate")
             if type(created) is int:
                 days, rest = divmod(created, 86_400_000)
@@ -159,7 +159,7 @@ class AuditPage:
             append(
                 (
                     created or 0,
-                    digest,
+                    record_id,
                     row,
                     good is not None and (tuple(row), tuple(map(type, row.values()))) in good,
                 )
