@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -159,6 +160,51 @@ def fmt_routes(routes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(routes.items()))
 
 
+@dataclass
+class Pair:
+    """One pair's processes against one fresh simulator, and the requests each made."""
+
+    tap: ProcessRun
+    ceiling: ProcessRun
+    routes: dict[str, int]
+    ceiling_routes: dict[str, int]
+    #: audit only: the server alone, and the ceiling loop making the tap's very records.
+    server: ProcessRun | None = None
+    with_ids: ProcessRun | None = None
+
+
+def run_pair(
+    work: Workdir, root: Path, name: str, stream: str, options: dict[str, int], *, first: bool
+) -> Pair:
+    """Run the tap, the ceiling (and for audit the server alone) against a fresh simulator."""
+    what = "audit" if stream == "audit_records" else "users"
+    sim = start_simulator(root, name, **options)
+    try:
+        config = work.write("config", sim.tap_config("classic_token"))
+        catalog = catalog_selecting(work, config, {stream})
+        sim.control("reset-stats", {})
+        tap = run_measured(tap_argv(config, catalog))
+        tap.check(f"tap ({stream})")
+        routes = requests_by_route(sim)
+        sim.control("reset-stats", {})
+        ceiling = run_measured(ceiling_argv(what, sim))
+        ceiling.check(f"ceiling ({what})")
+        pair = Pair(tap, ceiling, routes, requests_by_route(sim))
+        if what == "audit":
+            pair.server = run_measured(ceiling_argv("serve", sim))
+            pair.server.check("server alone")
+            # The serving time it measured itself, without the client interpreter's start.
+            if found := re.search(r"server alone: \d+ records in ([\d.]+) s", pair.server.stderr):
+                pair.server.seconds = float(found.group(1))
+            pair.with_ids = run_measured(ceiling_argv("audit-ids", sim))
+            pair.with_ids.check("ceiling with ids")
+        if what == "users" and first:
+            routes["minimum"] = users_minimum(sim)
+    finally:
+        sim.stop()
+    return pair
+
+
 def throughput(
     report: Report,
     work: Workdir,
@@ -178,28 +224,11 @@ def throughput(
     what = "audit" if stream == "audit_records" else "users"
     ratios: list[float] = []
     headroom: list[float] = []
+    same_data: list[float] = []
     tap_routes: dict[str, int] = {}
     for n in range(pairs):
-        sim = start_simulator(root, f"sim-{what}-{n}", **options)
-        server: ProcessRun | None = None
-        try:
-            config = work.write("config", sim.tap_config("classic_token"))
-            catalog = catalog_selecting(work, config, {stream})
-            sim.control("reset-stats", {})
-            tap = run_measured(tap_argv(config, catalog))
-            tap.check(f"tap ({stream})")
-            routes = requests_by_route(sim)
-            sim.control("reset-stats", {})
-            ceiling = run_measured(ceiling_argv(what, sim))
-            ceiling.check(f"ceiling ({what})")
-            ceiling_routes = requests_by_route(sim)
-            if what == "audit":
-                server = run_measured(ceiling_argv("serve", sim))
-                server.check("server alone")
-            if stream == "users" and not tap_routes:
-                routes["minimum"] = users_minimum(sim)
-        finally:
-            sim.stop()
+        pair = run_pair(work, root, f"sim-{what}-{n}", stream, options, first=n == 0)
+        tap, ceiling = pair.tap, pair.ceiling
         got = tap.counts.get(stream, 0)
         if got != total:
             msg = f"the tap emitted {got} {stream} records, expected {total}"
@@ -207,10 +236,10 @@ def throughput(
         tap_rate, ceiling_rate = rate(total, tap), rate(total, ceiling)
         ratios.append(tap_rate / ceiling_rate)
         served = ""
-        if server is not None:
-            headroom.append(rate(total, server) / ceiling_rate)
+        if pair.server is not None:
+            headroom.append(rate(total, pair.server) / ceiling_rate)
             served = (
-                f", server alone {server.seconds:.2f} s = {rate(total, server):,.0f}/s "
+                f", server alone {pair.server.seconds:.2f} s = {rate(total, pair.server):,.0f}/s "
                 f"({headroom[-1]:.1f}x the ceiling)"
             )
         report.say(
@@ -218,14 +247,26 @@ def throughput(
             f"{tap_rate:,.0f}/s, ceiling {ceiling.seconds:.2f} s = {ceiling_rate:,.0f}/s"
             f"{served}, tap/ceiling {ratios[-1]:.2f}"
         )
+        if pair.with_ids is not None:
+            same_data.append(tap_rate / rate(total, pair.with_ids))
+            report.say(
+                f"    the ceiling loop making the tap's very records (id, createdAt, cloudId): "
+                f"{pair.with_ids.seconds:.2f} s = {rate(total, pair.with_ids):,.0f}/s, tap/that "
+                f"{same_data[-1]:.2f}"
+            )
         if not tap_routes:
-            tap_routes = routes
-            report.say(f"    tap requests: {fmt_routes(routes)}")
-            report.say(f"    ceiling requests: {fmt_routes(ceiling_routes)}")
+            tap_routes = pair.routes
+            report.say(f"    tap requests: {fmt_routes(pair.routes)}")
+            report.say(f"    ceiling requests: {fmt_routes(pair.ceiling_routes)}")
     ratio = statistics.median(ratios)
     report.say(
         f"  {stream}: median tap/ceiling {ratio:.2f} of {', '.join(f'{r:.2f}' for r in ratios)}"
     )
+    if same_data:
+        report.say(
+            f"  {stream}: median tap against the same-records loop "
+            f"{statistics.median(same_data):.2f} (information, no target)"
+        )
     if headroom:
         # The ceiling is honest only if the server could serve much faster than it reads.
         least = min(headroom)
