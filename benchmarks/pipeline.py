@@ -4,7 +4,7 @@ A Meltano project is made from the repo's meltano.yml (the tap installed editabl
 checkout) and its plugins installed once with uv; then `meltano run tap-confluence
 target-postgres` (RECORD messages, as shipped) and `meltano run tap-confluence--batch
 target-postgres` (one gzip JSONL batch file per audit window) each load the same simulated
-site into a database of their own. Loader settings are those meltano.yml ships (COPY,
+site into a PostgreSQL server of their own. Loader settings are those meltano.yml ships (COPY,
 validation and `_sdc_` columns on). Rows are counted and checked for duplicates.
 
 target-postgres for the tap-alone figures comes from that project; `target_postgres()` also
