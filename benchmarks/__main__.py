@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -159,6 +160,51 @@ def fmt_routes(routes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(routes.items()))
 
 
+@dataclass
+class Pair:
+    """One pair's processes against one fresh simulator, and the requests each made."""
+
+    tap: ProcessRun
+    ceiling: ProcessRun
+    routes: dict[str, int]
+    ceiling_routes: dict[str, int]
+    #: audit only: the server alone, and the ceiling loop making the tap's very records.
+    server: ProcessRun | None = None
+    with_ids: ProcessRun | None = None
+
+
+def run_pair(
+    work: Workdir, root: Path, name: str, stream: str, options: dict[str, int], *, first: bool
+) -> Pair:
+    """Run the tap, the ceiling (and for audit the server alone) against a fresh simulator."""
+    what = "audit" if stream == "audit_records" else "users"
+    sim = start_simulator(root, name, **options)
+    try:
+        config = work.write("config", sim.tap_config("classic_token"))
+        catalog = catalog_selecting(work, config, {stream})
+        sim.control("reset-stats", {})
+        tap = run_measured(tap_argv(config, catalog))
+        tap.check(f"tap ({stream})")
+        routes = requests_by_route(sim)
+        sim.control("reset-stats", {})
+        ceiling = run_measured(ceiling_argv(what, sim))
+        ceiling.check(f"ceiling ({what})")
+        pair = Pair(tap, ceiling, routes, requests_by_route(sim))
+        if what == "audit":
+            pair.server = run_measured(ceiling_argv("serve", sim))
+            pair.server.check("server alone")
+            # The serving time it measured itself, without the client interpreter's start.
+            if found := re.search(r"server alone: \d+ records in ([\d.]+) s", pair.server.stderr):
+                pair.server.seconds = float(found.group(1))
+            pair.with_ids = run_measured(ceiling_argv("audit-ids", sim))
+            pair.with_ids.check("ceiling with ids")
+        if what == "users" and first:
+            routes["minimum"] = users_minimum(sim)
+    finally:
+        sim.stop()
+    return pair
+
+
 def throughput(
     report: Report,
     work: Workdir,
@@ -177,43 +223,56 @@ def throughput(
     """
     what = "audit" if stream == "audit_records" else "users"
     ratios: list[float] = []
+    headroom: list[float] = []
+    same_data: list[float] = []
     tap_routes: dict[str, int] = {}
     for n in range(pairs):
-        sim = start_simulator(root, f"sim-{what}-{n}", **options)
-        try:
-            config = work.write("config", sim.tap_config("classic_token"))
-            catalog = catalog_selecting(work, config, {stream})
-            sim.control("reset-stats", {})
-            tap = run_measured(tap_argv(config, catalog))
-            tap.check(f"tap ({stream})")
-            routes = requests_by_route(sim)
-            sim.control("reset-stats", {})
-            ceiling = run_measured(ceiling_argv(what, sim))
-            ceiling.check(f"ceiling ({what})")
-            ceiling_routes = requests_by_route(sim)
-            if stream == "users" and not tap_routes:
-                routes["minimum"] = users_minimum(sim)
-        finally:
-            sim.stop()
+        pair = run_pair(work, root, f"sim-{what}-{n}", stream, options, first=n == 0)
+        tap, ceiling = pair.tap, pair.ceiling
         got = tap.counts.get(stream, 0)
         if got != total:
             msg = f"the tap emitted {got} {stream} records, expected {total}"
             raise RuntimeError(msg)
         tap_rate, ceiling_rate = rate(total, tap), rate(total, ceiling)
         ratios.append(tap_rate / ceiling_rate)
+        served = ""
+        if pair.server is not None:
+            headroom.append(rate(total, pair.server) / ceiling_rate)
+            served = (
+                f", server alone {pair.server.seconds:.2f} s = {rate(total, pair.server):,.0f}/s "
+                f"({headroom[-1]:.1f}x the ceiling)"
+            )
         report.say(
             f"  {stream} ({n + 1}/{pairs}): {total:,} records; tap {tap.seconds:.2f} s = "
-            f"{tap_rate:,.0f}/s, ceiling {ceiling.seconds:.2f} s = {ceiling_rate:,.0f}/s, "
-            f"tap/ceiling {ratios[-1]:.2f}"
+            f"{tap_rate:,.0f}/s, ceiling {ceiling.seconds:.2f} s = {ceiling_rate:,.0f}/s"
+            f"{served}, tap/ceiling {ratios[-1]:.2f}"
         )
+        if pair.with_ids is not None:
+            same_data.append(tap_rate / rate(total, pair.with_ids))
+            report.say(
+                f"    the ceiling loop making the tap's very records (id, createdAt, cloudId): "
+                f"{pair.with_ids.seconds:.2f} s = {rate(total, pair.with_ids):,.0f}/s, tap/that "
+                f"{same_data[-1]:.2f}"
+            )
         if not tap_routes:
-            tap_routes = routes
-            report.say(f"    tap requests: {fmt_routes(routes)}")
-            report.say(f"    ceiling requests: {fmt_routes(ceiling_routes)}")
+            tap_routes = pair.routes
+            report.say(f"    tap requests: {fmt_routes(pair.routes)}")
+            report.say(f"    ceiling requests: {fmt_routes(pair.ceiling_routes)}")
     ratio = statistics.median(ratios)
     report.say(
         f"  {stream}: median tap/ceiling {ratio:.2f} of {', '.join(f'{r:.2f}' for r in ratios)}"
     )
+    if same_data:
+        report.say(
+            f"  {stream}: median tap against the same-records loop "
+            f"{statistics.median(same_data):.2f} (information, no target)"
+        )
+    if headroom:
+        # The ceiling is honest only if the server could serve much faster than it reads.
+        least = min(headroom)
+        report.verdict(
+            "server alone >= 1.5x the ceiling (every pair)", least >= 1.5, f"least {least:.1f}x"
+        )
     if stream == "audit_records":
         report.verdict("tap/ceiling >= 0.6 for audit_records", ratio >= 0.6, f"{ratio:.2f}")
     return tap_routes
@@ -337,20 +396,32 @@ def latency(report: Report, work: Workdir, root: Path, sizes: Sizes) -> None:
     report.verdict("backfill >= 3x faster than sequential paging", speedup >= 3, f"{speedup:.1f}x")
 
 
-def pipeline(report: Report, work: Workdir, root: Path, sizes: Sizes, alone: float | None) -> None:
-    """End to end into PostgreSQL through target-postgres."""
+def pipeline(report: Report, work: Workdir, root: Path, sizes: Sizes) -> None:
+    """End to end into PostgreSQL with `meltano run`: RECORD messages, then batch files."""
     n = sizes.pipeline_audit
     result = run_pipeline(root, work, n)
+    records, batches = result.records, result.batches
     report.say(
-        f"  {n:,} audit records into PostgreSQL: {result.seconds:.1f} s = "
-        f"{n / result.seconds:,.0f} records/s; rows loaded {result.rows:,}"
+        f"  {n:,} audit records, meltano run tap-confluence target-postgres (RECORD messages, "
+        f"as shipped): {records.seconds:.1f} s = {n / records.seconds:,.0f} records/s"
     )
     report.say(
-        f"    CPU seconds: tap {result.tap_cpu:.1f}, target-postgres {result.target_cpu:.1f}; "
-        f"the tap alone to /dev/null takes {result.tap_alone:.1f} s "
-        f"= {result.tap_alone / result.seconds:.0%} of the pipeline's wall time"
+        f"  {n:,} audit records, meltano run tap-confluence--batch target-postgres (gzip JSONL, "
+        f"one file per window): {batches.seconds:.1f} s = {n / batches.seconds:,.0f} records/s"
     )
-    del alone
+    same = records.column_types == batches.column_types
+    report.say(
+        f"    rows loaded {records.rows:,} and {batches.rows:,}, distinct keys "
+        f"{records.distinct_ids:,} and {batches.distinct_ids:,}; audit_records column types "
+        f"{'the same' if same else 'DIFFERENT'} ({len(records.column_types)} columns)"
+    )
+    speedup = records.seconds / batches.seconds
+    report.verdict("meltano run with batches >= 3x today's records/s", speedup >= 3,
+                   f"{speedup:.1f}x")  # fmt: skip
+    report.say(
+        f"    the tap alone: RECORD messages {result.tap_records:.1f} s, its batch files "
+        f"{result.tap_batches:.1f} s, the SDK's own batcher {result.tap_sdk_batches:.1f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             report.say("\n1-2. Throughput to /dev/null, tap against the ceiling loop")
             measured["audit_records"] = throughput(
                 report, work, root, stream="audit_records",
-                options={"audit_records": sizes.audit, "users": 100}, total=sizes.audit,
+                options={"audit_records": sizes.audit, "users": 100, "preencode_audit": True},
+                total=sizes.audit,
             )  # fmt: skip
             measured["users"] = throughput(
                 report, work, root, stream="users",
@@ -395,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             report.say(f"\n5. Audit backfill with {LATENCY_MS} ms latency per request")
             latency(report, work, root, sizes)
         if "pipeline" in chosen:
-            report.say("\n6. End to end into PostgreSQL (target-postgres)")
-            pipeline(report, work, root, sizes, None)
+            report.say("\n6. End to end into PostgreSQL (meltano run, target-postgres)")
+            pipeline(report, work, root, sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report.say(f"\nDone in {time.perf_counter() - started:.0f} s.")

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tapconf-profile-") as tmp:
         root = Path(tmp)
         work = Workdir(root)
-        sim = start_simulator(root, "sim", audit_records=args.records, users=100)
+        sim = start_simulator(
+            root, "sim", audit_records=args.records, users=100, preencode_audit=True
+        )
         try:
             config = work.write("config", sim.tap_config("classic_token"))
             catalog = catalog_selecting(work, config, {"audit_records"})

@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--verbose", action="store_true", help="log each request on stderr")
     p.add_argument("--page-cache-mb", type=int, default=1024, help="memory for encoded audit pages")
+    p.add_argument(
+        "--preencode-audit",
+        action="store_true",
+        help="encode the whole audit log at start (about 0.6 KB a record), so every page is a "
+        "slice of bytes: for benchmarks, where building pages would cap what is measured",
+    )
     d = DataOptions()
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--users", type=int, default=d.users, help="licensed users")
@@ -52,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-end", default="2026-11-01T00:00:00Z", help="ISO date or epoch ms")
     p.add_argument("--content", type=int, default=d.content, help="content items for CQL search")
     p.add_argument("--max-users", type=int, default=None, help="licence tier (default: next tier)")
+    p.add_argument(
+        "--org-only-accounts",
+        type=int,
+        default=None,
+        help="managed accounts of the organization not on this site (default: users // 20)",
+    )
     p.add_argument("--site-url", default="", help="URL used in links (default: own URL)")
     p.add_argument("--token-ttl", type=int, default=3600, help="access token expires_in, seconds")
     p.add_argument(
@@ -106,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         audit_end=end,
         content=args.content,
         max_users=args.max_users,
+        org_only_accounts=args.org_only_accounts,
         site_url=args.site_url.rstrip("/"),
     )
     creds = Credentials(**{f.name: getattr(args, f.name) for f in fields(Credentials)})
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         page_cache_mb=args.page_cache_mb,
         strict=strict,
+        preencode_audit=args.preencode_audit,
     )
     try:
         server = make_server(sim, args.host, args.port)

@@ -48,10 +48,16 @@ def main() -> None:
     """Run the measurement and print the figures."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--preencode-audit", action="store_true", help="serve pages as slices")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        sim = SimulatorProcess(Path(tmp), audit_records=args.records, users=1000)
+        sim = SimulatorProcess(
+            Path(tmp),
+            audit_records=args.records,
+            users=1000,
+            preencode_audit=args.preencode_audit,
+        )
         startup = time.perf_counter() - t0
         try:
             url = sim.url + "/wiki/rest/api/audit"

@@ -170,6 +170,10 @@ def info(sim: Simulator, body: Body | None = None, post: bool = False) -> Any:
         "audit_oldest": d.dates[0] if len(d.dates) else None,
         "audit_newest": d.newest_date(),
         "content": len(d.content),
+        # The Admin API's listing: managed accounts of the site, and of the organization.
+        "managed_licensed": sum(1 for i in range(o.users) if d.is_managed(i)),
+        "managed_accounts": sum(1 for i in range(d.n_total) if d.is_managed(i))
+        + len(d.org_only_accounts()),
     }
 
 

@@ -169,6 +169,23 @@ class Dataset(AuditMixin):
             self.removed.add(i)
             self.members: list[list[int]] = [[m for m in group if m != i] for group in self.members]
 
+    def is_managed(self, i: int) -> bool:
+        """Whether the organization manages user i's account (its email domain is verified).
+
+        Most licensed people are; guests and apps never are, and about one licensed user in
+        six is not (a contractor on a domain the organization has not claimed).
+        """
+        if self.is_guest(i) or self.user_core(i)["accountType"] == "app":
+            return False
+        return i == 0 or self.h(6, i) % 6 != 0
+
+    def org_only_accounts(self) -> list[str]:
+        """Account ids the organization manages that have no place on this site."""
+        count = self.opts.org_only_accounts
+        if count is None:
+            count = max(1, self.opts.users // 20)
+        return [f"6{self.h(7, k):023x}"[:24] for k in range(count)]
+
     def last_active_date(self, i: int) -> str | None:
         """Return the Admin API's last active date for user i, or None if never active."""
         if i in self.last_active_overrides:

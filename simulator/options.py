@@ -32,3 +32,5 @@ class DataOptions:
     content: int = 300
     max_users: int | None = None
     site_url: str = ""
+    #: Managed accounts of the organization with no place on this site (default users // 20).
+    org_only_accounts: int | None = None

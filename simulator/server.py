@@ -49,6 +49,9 @@ def route(req: Request) -> tuple[str, Any]:
     if m := admin.LAST_ACTIVE.match(path):
         req.params.update(m.groupdict())
         return "admin_last_active", admin.last_active_dates
+    if m := admin.ORG_USERS.match(path):
+        req.params.update(m.groupdict())
+        return "admin_org_users", admin.org_users
     cloud = None
     if m := GATEWAY.match(path):
         cloud, req.path, req.via = m.group("cloud"), m.group("rest"), "gateway"

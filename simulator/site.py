@@ -37,6 +37,7 @@ class Simulator:
         verbose: bool = False,
         page_cache_mb: int = 1024,
         strict: Strictness | None = None,
+        preencode_audit: bool = False,
     ) -> None:
         self.creds = creds or Credentials()
         self.data_opts = data_opts
@@ -46,6 +47,7 @@ class Simulator:
         )
         self.faults = FaultInjector(data_opts.seed, faults)
         self.page_cache = PageCache(page_cache_mb << 20)
+        self.preencode_audit = preencode_audit
         self.verbose = verbose
         self.stats_lock = threading.Lock()
         self.requests: dict[str, int] = {}
@@ -69,6 +71,8 @@ class Simulator:
             self.site_url = url
             self.data_opts.site_url = url
         self.data = Dataset(self.data_opts)
+        if self.preencode_audit:
+            self.data.preencode()
 
     def count(self, route: str) -> None:
         """Count one request to a named route."""

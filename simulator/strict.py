@@ -7,7 +7,8 @@ search/user without `_links.next`, CQL date literals read in a time zone west of
 search index that lags behind edits, the unofficial licence endpoints gone, v1 routes that
 answer 410 GoneException through the gateway, an hourly OAuth points quota answered with
 429 and a long Retry-After, 504 on heavy pages, user objects without `isGuest`/`timeZone`,
-a CAPTCHA after repeated failed Basic logins, and Admin API 403s for single users.
+a CAPTCHA after repeated failed Basic logins, Admin API 403s for single users, and an
+Admin API key that may not list the organization's managed accounts.
 
 `--strict` turns on the preset below; each switch is also an option of its own and can be
 changed at run time with `POST /_sim/strict`.
@@ -24,6 +25,7 @@ from typing import Any
 LIST_ROUTES = ("audit", "search_user", "group", "group_members", "search")
 ECHO_MODES = ("capped", "asked", "none")
 LICENCE_MODES = ("ok", "404", "410", "html")
+ADMIN_LISTING_MODES = ("ok", "403", "404")
 #: What --strict switches on. The quota, index lag and Admin API 403s change what a run can
 #: deliver in one go, so tests turn them on one at a time.
 PRESET: dict[str, Any] = {
@@ -74,6 +76,9 @@ class Strictness:
     captcha_after: int = 0
     #: Every Kth user's Admin API last-active-dates answers 403.
     admin_forbidden_every: int = 0
+    #: The organization's managed-accounts listing: ok, 403 (a key without the
+    #: read:accounts:admin scope) or 404 (an organization without the listing).
+    admin_listing: str = "ok"
 
     @classmethod
     def from_dict(cls, body: dict[str, Any], base: Strictness | None = None) -> Strictness:
@@ -97,6 +102,8 @@ class Strictness:
             raise ValueError(f"echo_limit must be one of {', '.join(ECHO_MODES)}")
         if self.licence not in LICENCE_MODES:
             raise ValueError(f"licence must be one of {', '.join(LICENCE_MODES)}")
+        if self.admin_listing not in ADMIN_LISTING_MODES:
+            raise ValueError(f"admin_listing must be one of {', '.join(ADMIN_LISTING_MODES)}")
         for route, cap in self.page_caps.items():
             if route not in LIST_ROUTES or int(cap) < 1:
                 raise ValueError(f"page_caps takes {', '.join(LIST_ROUTES)} with caps >= 1")

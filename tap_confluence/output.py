@@ -13,6 +13,7 @@ import datetime as dt
 import sys
 import typing as t
 
+import msgspec
 from singer_sdk import singerlib as singer
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.contrib.msgspec import encoder as sdk_encoder
@@ -73,6 +74,28 @@ class BlockWriter(MsgSpecWriter):
         sdk_encoder.encode_into(message, self._block, -1)
         self._block += b"\n"
         if len(self._block) >= FLUSH_BYTES:
+            self.flush()
+
+    def write_records(
+        self,
+        stream: str,
+        records: t.Iterable[dict[str, t.Any]],
+        version: int | None,
+        extracted: dt.datetime | None,
+    ) -> None:
+        """Queue ``write_record`` of each record: the same bytes, one message dict for all."""
+        message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
+        if version is not None:
+            message["version"] = version
+        if extracted is not None:
+            # Encoded once, not once per record: the same bytes.
+            message["time_extracted"] = msgspec.Raw(sdk_encoder.encode(extracted))
+        block, encode_into = self._block, sdk_encoder.encode_into
+        for record in records:
+            message["record"] = record
+            encode_into(message, block, -1)
+            block += b"\n"
+        if len(block) >= FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -194,6 +217,29 @@ class ShapedRecords(Stream):
             # Rare (a catalog deselecting e.g. author.displayName): the SDK's walk is right.
             pop_deselected_record_properties(shaped, self.schema, self.mask)
         return shaped
+
+    def good_shapes(self) -> set[tuple[tuple[str, ...], tuple[type, ...]]]:
+        """Shapes (field names, value types) of records known to go out unchanged.
+
+        A record of such a shape needs no ``_selected_record``: it has only selected fields,
+        each of a type the schema admits. The set grows as ``_selected_record`` meets more.
+        """
+        self.selected_fields()
+        return t.cast("set[tuple[tuple[str, ...], tuple[type, ...]]]", self._good_shapes)
+
+    def fast_records(self) -> bool:
+        """Tell whether records may go out through ``good_shapes`` and ``write_records``.
+
+        Only when nothing but the tap's own shaping applies: a BlockWriter, no nested field
+        deselected, and no stream map but the SDK's identity (no alias, no flattening).
+        """
+        _, nested_off = self.selected_fields()
+        plan = self._map_plan or self._plan_maps()
+        return (
+            isinstance(self._tap.message_writer, BlockWriter)
+            and not nested_off
+            and plan == [(self.name, None)]
+        )
 
     def _mapped(self, record: dict[str, t.Any]) -> list[tuple[str, dict[str, t.Any]]]:
         """(stream alias, record) for each stream map that keeps the shaped record."""

@@ -26,9 +26,14 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from singer_sdk import Tap
+
+    # Private SDK module, for the type only: the SDK exports BatchConfig nowhere else.
+    from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.helpers.types import Auth, Context
 
     from tap_confluence.site.connection import SiteConnection
+
+_T = t.TypeVar("_T")
 
 
 class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
@@ -36,6 +41,10 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
 
     schema = StreamSchema(SchemaDirectory(schemas))
     page_size: t.ClassVar[int] = 200
+    #: Whether ``batch_config`` makes this stream write batch files. Only audit_records does:
+    #: the other streams are small, and some write STATE mid-stream, which the SDK's own
+    #: batcher would put ahead of the batch holding the records it covers.
+    writes_batches: t.ClassVar[bool] = False
 
     def __init__(self, tap: Tap, site: SiteConnection, **kwargs: t.Any) -> None:
         """Build a stream of ``tap`` that reaches the site through ``site``, never the tap."""
@@ -107,11 +116,23 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
             return ()
         return super().generate_child_contexts(record, context)
 
+    @override
+    def get_batch_config(self, config: Mapping[str, t.Any]) -> BatchConfig | None:
+        """``batch_config`` for a stream that writes batches; None (RECORD messages) otherwise."""
+        return super().get_batch_config(config) if self.writes_batches else None
+
     # Records, with a clean end on a missing scope or permission.
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Yield records; a missing scope, permission or route ends this stream in a sentence."""
+        yield from self.guarded(self.extract_records(context))
+
+    def guarded(self, items: Iterable[_T]) -> Iterator[_T]:
+        """Yield ``items`` (records, or pages of them); lacking access ends only this stream.
+
+        A missing scope, permission or route ends the stream in a sentence, not the run.
+        """
         if self.site.missing_scopes(self.required_scopes):
             self.mark_incomplete()
             self.logger.warning(
@@ -122,7 +143,7 @@ class ConfluenceStream(FullTableVersions, ShapedRecords, ApiClient):
             )
             return
         try:
-            yield from self.extract_records(context)
+            yield from items
         except StreamAccessError as exc:
             self.mark_incomplete()
             self.site.note_stream_ended(exc)

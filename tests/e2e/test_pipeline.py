@@ -10,7 +10,9 @@ state or the run's output. A second site is added through `inherit_from` at the 
 
 from __future__ import annotations
 
+import gzip
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.slow
 SCHEMA = "tap_confluence"
 STATE_ID = "dev:tap-confluence-to-target-postgres"
 SITE_B_STATE_ID = "dev:tap-confluence--site-b-to-target-postgres"
+BATCH_STATE_ID = "dev:tap-confluence--batch-to-target-postgres"
 SITE_B_CLOUD_ID = "0b0b0b0b-2222-4333-8444-555566667777"
 NEW_AUDIT_RECORDS = 30
 LOOKBACK_MINUTES = 60
@@ -267,6 +270,61 @@ def test_no_secret_reaches_the_logs_the_tables_or_the_state(two_runs: TwoRuns) -
     for where, text in haystacks.items():
         leaked = [s[:6] + "..." for s in secrets if s in text]
         assert not leaked, f"secrets found in {where}: {leaked}"
+
+
+def test_batch_pipeline_loads_the_same_audit_table_and_resumes_from_its_state(
+    two_runs: TwoRuns,
+) -> None:
+    """`meltano run tap-confluence--batch target-postgres`: audit_records as batch files."""
+    site = two_runs.site
+    database = f"batch_{uuid.uuid4().hex[:12]}"
+    site.pg.create_database(database)
+    # Only audit_records writes batch files; the other streams would come as RECORDs.
+    only_audit = {"TAP_CONFLUENCE__BATCH__SELECT": '["audit_records.*"]'}
+    batch = PipelineSite(
+        site.project, site.pg, site.run_dir, database,
+        {**site.env, "TARGET_POSTGRES_DATABASE": database, **only_audit},
+    )  # fmt: skip
+    batches = Path(site.project.root) / ".meltano" / "batches"
+    before = set(batches.glob("*.jsonl.gz")) if batches.is_dir() else set()
+    batch.run("run", "tap-confluence--batch", "target-postgres")
+    written = set(batches.glob("*.jsonl.gz")) - before
+    assert written, "audit_records came as batch files"
+
+    # The table the RECORD pipeline made: same columns and types, same key, same rows.
+    assert columns(batch, "audit_records") == columns(site, "audit_records")
+    assert primary_key(batch, "audit_records") == primary_key(site, "audit_records")
+    audit_ids = 'SELECT "cloudId", id FROM tap_confluence.audit_records'
+    with site.connect() as rec, batch.connect() as bat:
+        recorded = set(rec.execute(audit_ids).fetchall())
+        loaded = bat.execute(audit_ids).fetchall()
+    assert len(loaded) == len(set(loaded)) == len(recorded)
+    assert set(loaded) == recorded
+
+    # Incremental: the next run resumes from the batch pipeline's own state.
+    first = audit_bookmark(batch.state(BATCH_STATE_ID))["replication_key_value"]
+    appended = two_runs.sim.control("audit/append", {"count": 7})["creationDates"]
+    batch.run("run", "tap-confluence--batch", "target-postgres")
+    with batch.connect() as conn:
+        rows = conn.execute(
+            'SELECT "cloudId", id, "creationDate" FROM tap_confluence.audit_records'
+        )
+        after = rows.fetchall()
+    assert len(after) == len({(c, i) for c, i, _ in after}) == len(recorded) + 7
+    newer = sorted(ms for _, _, ms in after if ms > max(two_runs.appended_dates_ms))
+    assert newer == sorted(appended)
+    second = audit_bookmark(batch.state(BATCH_STATE_ID))["replication_key_value"]
+    assert as_utc(second) > as_utc(first)
+
+    # Batch files hold records, so they are scanned for secrets as the tables are.
+    issued = two_runs.sim.control("tokens")
+    tokens = [t["token"] for key in ("access_tokens", "refresh_tokens") for t in issued[key]]
+    secrets = {"fake-client-secret", "fake-classic-api-token", "fake-org-api-key", *tokens}
+    for path in set(batches.glob("*.jsonl.gz")) - before:
+        text = gzip.decompress(path.read_bytes()).decode()
+        assert not [s for s in secrets if s in text], path.name
+    output = "\n".join(batch.outputs)
+    assert not [s[:6] for s in secrets if s in output]
 
 
 def test_second_site_through_inherit_from_lands_in_the_same_tables_without_collisions(

@@ -11,9 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.process import SimulatorProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,4 +154,22 @@ def select_streams(catalog: dict[str, Any], names: set[str]) -> dict[str, Any]:
         for meta in entry["metadata"]:
             if meta["breadcrumb"] == []:
                 meta["metadata"]["selected"] = chosen
+    return catalog
+
+
+def selected_catalog(
+    tmp_path: Path,
+    sim: SimulatorProcess,
+    stream: str,
+    deselect: Collection[tuple[str, ...]] = (),
+) -> dict[str, Any]:
+    """The tap's own catalog with only ``stream`` selected and ``deselect`` breadcrumbs off."""
+    discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
+    catalog: dict[str, Any] = json.loads(discovered.stdout)
+    for entry in catalog["streams"]:
+        for meta in entry["metadata"]:
+            if meta["breadcrumb"] == []:
+                meta["metadata"]["selected"] = entry["tap_stream_id"] == stream
+            elif tuple(meta["breadcrumb"]) in deselect:
+                meta["metadata"]["selected"] = False
     return catalog

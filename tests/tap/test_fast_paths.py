@@ -8,7 +8,7 @@ import itertools
 import json
 import random
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypedDict
@@ -28,31 +28,13 @@ from tap_confluence.streams.audit.windows import (
     record_id,
 )
 from tests.support.audit_log import Log
-from tests.support.tap_cli import run_tap
-
-
-def _catalog(
-    tmp_path: Path,
-    sim: SimulatorProcess,
-    stream: str,
-    deselect: Collection[tuple[str, ...]] = (),
-) -> dict[str, Any]:
-    """The tap's own catalog with only ``stream`` selected and ``deselect`` breadcrumbs off."""
-    discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-    catalog: dict[str, Any] = json.loads(discovered.stdout)
-    for entry in catalog["streams"]:
-        for meta in entry["metadata"]:
-            if meta["breadcrumb"] == []:
-                meta["metadata"]["selected"] = entry["tap_stream_id"] == stream
-            elif tuple(meta["breadcrumb"]) in deselect:
-                meta["metadata"]["selected"] = False
-    return catalog
+from tests.support.tap_cli import run_tap, selected_catalog
 
 
 def test_deselected_top_level_and_nested_fields_never_reach_the_records(
     simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    catalog = _catalog(
+    catalog = selected_catalog(
         tmp_path,
         simulator,
         "audit_records",
@@ -77,7 +59,7 @@ def test_deselected_top_level_and_nested_fields_never_reach_the_records(
 def test_fields_outside_the_schema_are_dropped_without_type_conformance(
     simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
-    catalog = _catalog(tmp_path, simulator, "users")
+    catalog = selected_catalog(tmp_path, simulator, "users")
     run = run_tap(tmp_path, simulator.tap_config("classic_token"), catalog=catalog)
     assert run.returncode == 0, run.stderr[-2000:]
     schema = next(m for m in run.messages if m["type"] == "SCHEMA")["schema"]
@@ -243,7 +225,7 @@ def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
 ) -> None:
     sim = simulator_factory(audit_records=30_000, rate_limit_every=9, retry_after=0)
     config = sim.tap_config("classic_token", audit_concurrency=4)
-    run = run_tap(tmp_path, config, catalog=_catalog(tmp_path, sim, "audit_records"))
+    run = run_tap(tmp_path, config, catalog=selected_catalog(tmp_path, sim, "audit_records"))
     assert run.returncode == 0, run.stderr[-2000:]
     stats = sim.stats()
     assert stats["faults_injected"].get("rate_limit", 0) >= 3, stats["faults_injected"]
@@ -258,7 +240,7 @@ def test_backfill_requests_stay_near_records_per_page(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
     sim = simulator_factory(audit_records=60_000)
-    catalog = _catalog(tmp_path, sim, "audit_records")
+    catalog = selected_catalog(tmp_path, sim, "audit_records")
     sim.control("reset-stats", {})
     run = run_tap(tmp_path, sim.tap_config("classic_token"), catalog=catalog)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -274,7 +256,7 @@ def test_incremental_run_with_nothing_new_costs_at_most_three_audit_requests(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
     sim = simulator_factory(audit_records=20_000)
-    catalog = _catalog(tmp_path, sim, "audit_records")
+    catalog = selected_catalog(tmp_path, sim, "audit_records")
     config = sim.tap_config("classic_token")
     first = run_tap(tmp_path, config, catalog=catalog)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -372,3 +354,31 @@ def test_audit_dates_are_the_iso_form_of_their_epoch_milliseconds(seed: int) -> 
     ]:
         moment = epoch + dt.timedelta(milliseconds=ms)
         assert ms_to_iso(ms) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def test_finished_page_records_carry_the_ids_and_dates_digested_gives() -> None:
+    rows = [
+        {"creationDate": 1_767_225_600_000 + n * 37_003, "summary": f"s{n}", "author": {"n": n}}
+        for n in range(300)
+    ]
+    rows.append({"summary": "undated"})
+    body = json.dumps({"results": rows}).encode()
+    digested = AuditPage(body, 1000).digested()
+    finished = AuditPage(body, 1000).finished("cloud", {(("x",), (str,))})
+    # The id in hex sorts as the digest does: the window's order is the same either way.
+    assert [(d, g.hex()) for d, g, _ in digested] == [(e[0], e[1]) for e in finished]
+    assert sorted(g for _, g, _ in digested) == [
+        bytes.fromhex(h) for h in sorted(e[1] for e in finished)
+    ]
+    for (_, digest, api_row), (_, _, row, ok) in zip(digested, finished, strict=True):
+        assert row["id"] == digest.hex() == record_id(api_row)
+        expected = ms_to_iso(api_row["creationDate"]) if "creationDate" in api_row else None
+        assert row["createdAt"] == expected
+        assert row["cloudId"] == "cloud"
+        assert ok is False  # no shape is known good yet
+    # A shape once known good is recognised.
+    row = finished[0][2]
+    good = {(tuple(row), tuple(map(type, row.values())))}
+    again = AuditPage(body, 1000).finished("cloud", good)
+    assert all(e[3] for e in again[:300])
+    assert not again[300][3]

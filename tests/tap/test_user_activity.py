@@ -2,61 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from simulator.process import SimulatorProcess
+from tests.support.activity import CLASSIC, ORG, SMALL, catalog, rows, sync
 from tests.support.tap_cli import TapRun, run_tap, run_tap_until_states
 
-CLASSIC = ("admin@example.com", "fake-classic-api-token")
-ORG = {"org_id": "fake-org-id", "org_api_key": "fake-org-api-key"}
-SMALL = {"users": 40, "guests": 4, "audit_records": 800, "content": 120}
 ALL_CONTENT = "type in (page, blogpost, comment, attachment)"
-
-
-_CATALOG: dict[str, Any] = {}
-
-
-def catalog(tmp_path: Path, sim: SimulatorProcess, *streams: str) -> dict[str, Any]:
-    """The tap's own catalog (it does not depend on the config) with only ``streams`` selected."""
-    if not _CATALOG:
-        run = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-        assert run.returncode == 0, run.stderr[-2000:]
-        _CATALOG.update(json.loads(run.stdout))
-    found = copy.deepcopy(_CATALOG)
-    for entry in found["streams"]:
-        for meta in entry["metadata"]:
-            if meta["breadcrumb"] == []:
-                meta["metadata"]["selected"] = entry["tap_stream_id"] in streams
-    return found
-
-
-def sync(
-    tmp_path: Path,
-    sim: SimulatorProcess,
-    config: dict[str, Any],
-    cat: dict[str, Any],
-    state: dict[str, Any] | None = None,
-) -> TapRun:
-    run = run_tap(tmp_path, config, catalog=cat, state=state)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
-
-
-def rows(run: TapRun, source: str | None = None) -> dict[str, dict[str, Any]]:
-    """user_activity rows of one source by accountId (asserting one row per user and source)."""
-    found = [r for r in run.records("user_activity") if source in (None, r["source"])]
-    keys = Counter((r["accountId"], r["source"]) for r in found)
-    assert all(n == 1 for n in keys.values()), "a user got two rows from one source in one run"
-    return {r["accountId"]: r for r in found}
 
 
 def iso(ms: int) -> str:
@@ -108,7 +66,25 @@ def licensed_users(sim: SimulatorProcess) -> list[str]:
     return [r["user"]["accountId"] for r in body["results"]]
 
 
+def listed_accounts(sim: SimulatorProcess) -> tuple[set[str], int]:
+    """The accounts of the organization's managed-accounts listing, and its pages."""
+    url, cursor, found, pages = f"{sim.url}/admin/v1/orgs/fake-org-id/users", None, set(), 0
+    while True:
+        body = requests.get(
+            url,
+            params={"cursor": cursor} if cursor else None,
+            headers={"Authorization": "Bearer fake-org-api-key"},
+            timeout=30,
+        ).json()
+        pages += 1
+        found |= {a["account_id"] for a in body["data"]}
+        cursor = body["links"].get("next")
+        if not cursor:
+            return found, pages
+
+
 def admin_days(sim: SimulatorProcess) -> dict[str, str]:
+    """Each licensed user's day as last-active-dates gives it: the rows the source promises."""
     days = {}
     for account_id in licensed_users(sim):
         url = f"{sim.url}/admin/v1/orgs/fake-org-id/directory/users/{account_id}/last-active-dates"
@@ -195,7 +171,12 @@ def test_run_with_nothing_new_emits_no_rows_yet_asks_every_source(
     asked = sim.stats()["requests"]
     assert asked.get("audit", 0) >= 1
     assert asked.get("search", 0) >= 1
-    assert asked.get("admin_last_active", 0) == len(licensed_users(sim))
+    # The listing for managed users, one by one for the licensed users it does not hold.
+    listed, pages = listed_accounts(sim)
+    assert asked.get("admin_org_users", 0) == pages
+    unlisted = [u for u in licensed_users(sim) if u not in listed]
+    assert unlisted, "the simulated site needs licensed users the organization does not manage"
+    assert asked.get("admin_last_active", 0) == len(unlisted)
     # Each source keeps its own bookmark, unchanged by a run that found nothing new.
     assert _bookmarks(second) == _bookmarks(first)
 
@@ -293,7 +274,15 @@ def test_admin_pass_killed_midway_resumes_after_the_last_saved_user(
 
     sim.control("reset-stats", {})
     resumed = sync(tmp_path, sim, config, cat, state=killed.final_state())
-    assert sim.stats()["requests"]["admin_last_active"] == 30, "only the users after the cursor"
+    # Only the users after the cursor: the listing again (it is cheap: its pages), and one by
+    # one those of them it does not hold.
+    licensed = licensed_users(sim)
+    after_cursor = licensed[licensed.index(admin_state["cursor"]) + 1 :]
+    assert len(after_cursor) == 30
+    asked = sim.stats()["requests"]
+    listed, pages = listed_accounts(sim)
+    assert asked["admin_org_users"] == pages
+    assert asked.get("admin_last_active", 0) == len([u for u in after_cursor if u not in listed])
     after = rows(resumed, "admin")
     assert {**before_kill, **after}.keys() == everyone.keys()
     assert "cursor" not in next(
@@ -306,10 +295,20 @@ def test_admin_pass_killed_midway_resumes_after_the_last_saved_user(
 def test_rate_limited_admin_api_is_retried_and_every_user_answered(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
-    sim = simulator_factory(**SMALL, rate_limit_every=4, retry_after=0, routes="admin_last_active")
+    # Enough accounts elsewhere in the organization for a second page of the listing: the
+    # listing's second request and every second one after it are refused once.
+    sim = simulator_factory(
+        **SMALL,
+        org_only_accounts=80,
+        rate_limit_every=2,
+        retry_after=0,
+        routes="admin_last_active,admin_org_users",
+    )
     config = sim.tap_config("classic_token", **ORG)
     run = sync(tmp_path, sim, config, catalog(tmp_path, sim, "user_activity"))
-    assert sim.stats()["faults_injected"].get("rate_limit", 0) >= 10
+    refused = {route: n.get("429", 0) for route, n in sim.stats()["responses"].items()}
+    assert refused.get("admin_org_users", 0) >= 1, refused
+    assert refused.get("admin_last_active", 0) >= 2, refused
     sim.control("faults", {})
     assert {a: r["lastActivityDate"] for a, r in rows(run, "admin").items()} == admin_days(sim)
 

@@ -371,7 +371,9 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
             return False
         return offered
 
-    # admin: the Admin API's last active date in Confluence, one request per licensed user.
+    # admin: the Admin API's last active date in Confluence. The organization's listing of
+    # managed accounts gives it for a page of users per request; only licensed users it does
+    # not list (accounts on domains the organization has not claimed) are asked one by one.
 
     def _admin(self, context: Context | None) -> Iterator[dict[str, t.Any]]:
         state = self.get_context_state(context)
@@ -380,9 +382,16 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
         start = self._resume_point(state, ledger, users)
         auth = BearerTokenAuthenticator(token=str(self.config["org_api_key"]))
         tally: collections.Counter[str] = collections.Counter()
+        listed = self._managed_days(auth, set(users[start:]), tally)
         progress = log_progress_every(5.0)
         for done, account_id in enumerate(users[start:], start=start + 1):
-            day = self._ask_admin(account_id, auth, tally, asked=done - start)
+            if account_id in listed:
+                day = listed[account_id]
+                tally["listed"] += 1
+                tally["found"] += day is not None
+            else:
+                tally["asked"] += 1
+                day = self._ask_admin(account_id, auth, tally, asked=tally["asked"])
             if day is not None:
                 at_ms = iso_to_ms(dt.datetime.fromisoformat(day))
                 if ledger.observe(account_id, at_ms):
@@ -399,8 +408,8 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
         state.pop("cursor", None)
         state.pop("passLower", None)
         self._save(ledger, state)
-        asked = len(users) - start
-        if asked and tally["missing"] == asked:
+        asked = tally["asked"]
+        if asked and tally["missing"] == asked and not tally["listed"]:
             msg = (
                 f"user_activity from admin: the Admin API knows none of the site's {asked} "
                 f"licensed users in organization {self.config['org_id']}; check org_id."
@@ -413,13 +422,63 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
                 tally["hidden"],
             )
         self.logger.info(
-            "user_activity: admin: %d users asked, %d with a Confluence date, %d not in the "
-            "organization, %d rows with newer activity.",
+            "user_activity: admin: %d users from the organization's listing (%d requests), %d "
+            "asked one by one; %d with a Confluence date, %d not in the organization, %d rows "
+            "with newer activity.",
+            tally["listed"],
+            tally["list_pages"],
             asked,
             tally["found"],
             tally["missing"],
             tally["emitted"],
         )
+
+    def _managed_days(
+        self,
+        auth: BearerTokenAuthenticator,
+        wanted: set[str],
+        tally: collections.Counter[str],
+    ) -> dict[str, str | None]:
+        """Confluence last active day (or None) of each user in ``wanted`` the listing holds.
+
+        ``GET /admin/v1/orgs/{orgId}/users`` pages the organization's managed accounts, each
+        with ``product_access[].last_active``: the same day last-active-dates gives, for a
+        page of users per request. An organization far larger than the site would cost more
+        pages than ``wanted`` has users, so the listing stops once the rest of it (by its
+        ``meta.total``) would; a key that may not list accounts (403; it needs the
+        read:accounts:admin scope) or an organization without the listing (404) leaves every
+        user to last-active-dates, as before.
+        """
+        base = str(self.config["api_url"]).rstrip("/")
+        org = quote(str(self.config["org_id"]), safe="")
+        url = f"{base}/admin/v1/orgs/{org}/users"
+        days: dict[str, str | None] = {}
+        seen = 0
+        try:
+            for body in self.fetch_pages(url, {}, CursorPaginator(), auth=auth):
+                tally["list_pages"] += 1
+                accounts = body.get("data")
+                for entry in accounts if isinstance(accounts, list) else []:
+                    account = _object(entry)
+                    account_id = account.get("account_id")
+                    seen += 1
+                    if isinstance(account_id, str) and account_id in wanted:
+                        days[account_id] = _confluence_day(account.get("product_access"))
+                total = _object(body.get("meta")).get("total")
+                per_page = max(1, seen // tally["list_pages"])
+                if isinstance(total, int) and -(-(total - seen) // per_page) > len(
+                    wanted - days.keys()
+                ):
+                    break  # asking the rest one by one is cheaper than the rest of the list
+        except (_HiddenUserError, _NotInOrganizationError) as exc:
+            self.logger.warning(
+                "user_activity: admin: the Admin API would not list the organization's "
+                "managed accounts (%s); asking for each licensed user instead. A key with "
+                "the read:accounts:admin scope needs one request per 100 managed users.",
+                "403" if isinstance(exc, _HiddenUserError) else "404",
+            )
+            return {}
+        return days
 
     def _resume_point(self, state: dict[str, t.Any], ledger: Ledger, users: list[str]) -> int:
         """Where a pass killed at a checkpoint goes on: the index after its cursor, else 0."""
@@ -495,11 +554,9 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
         best: str | None = None
         pages = self.fetch_pages(url, {}, CursorPaginator(), auth=auth)
         for page, body in enumerate(pages, start=1):
-            for entry in _object(body.get("data")).get("product_access") or []:
-                product = _object(entry)
-                key, day = str(product.get("key") or ""), product.get("last_active")
-                if key.startswith("confluence") and day:
-                    best = max(best or "", str(day)[:10])
+            day = _confluence_day(_object(body.get("data")).get("product_access"))
+            if day is not None:
+                best = max(best or "", day)
             if page >= ADMIN_MAX_PAGES:
                 break
         return best
@@ -537,6 +594,17 @@ def _bookmark_ms(state: Mapping[str, t.Any]) -> int | None:
 
 def _iso_ms(value: str) -> int:
     return iso_to_ms(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+def _confluence_day(product_access: t.Any) -> str | None:
+    """Return the latest Confluence ``last_active`` day (YYYY-MM-DD) among the products."""
+    best: str | None = None
+    for entry in product_access if isinstance(product_access, list) else []:
+        product = _object(entry)
+        key, day = str(product.get("key") or ""), product.get("last_active")
+        if key.startswith("confluence") and day:
+            best = max(best or "", str(day)[:10])
+    return best
 
 
 def _object(value: t.Any) -> Mapping[str, t.Any]:

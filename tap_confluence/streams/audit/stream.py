@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
-import functools
-import hashlib
 import time
 import typing as t
-import zlib
 
-import msgspec
 from singer_sdk.exceptions import FatalAPIError
 from typing_extensions import override
 
-from tap_confluence.http.client import sent_limit
 from tap_confluence.http.limits import PageSizeGovernor, RequestGate
 from tap_confluence.http.stream import ConfluenceStream
 from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
-from tap_confluence.streams.audit.windows import SORTED_JSON, AuditWindowWalker, record_digest
+from tap_confluence.streams.audit.output import PageOutput, WindowDone, WindowStart
+from tap_confluence.streams.audit.pages import AuditPage, iso_to_ms, ms_to_iso
+from tap_confluence.streams.audit.windows import AuditWindowWalker
 from tap_confluence.streams.progress import log_progress_every
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Generator, Iterable, Iterator
 
-    import requests
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
+
+    from tap_confluence.streams.audit.pages import Finished, Shapes
+    from tap_confluence.streams.audit.windows import Page
+
+__all__ = [
+    "AUDIT_SCOPES",
+    "DEFAULT_CONCURRENCY",
+    "AuditPage",
+    "AuditRecordsStream",
+    "iso_to_ms",
+    "ms_to_iso",
+]
 
 AUDIT_SCOPES = (frozenset({"read:audit-log:confluence"}),)
 #: Windows fetched at once: enough to hide ~150 ms of latency per request (3.4 times faster
@@ -58,105 +67,6 @@ def keep_large_buffers_out_of_the_heap() -> None:
     mallopt(m_arena_max, 2)
 
 
-class _Dated(msgspec.Struct):
-    creationDate: int | None = None  # noqa: N815 (the API's spelling)
-
-
-class _Envelope(msgspec.Struct):
-    results: list[_Dated] = msgspec.field(default_factory=list)
-    limit: int | None = None
-
-
-class _Rows(msgspec.Struct):
-    results: list[dict[str, t.Any]] = msgspec.field(default_factory=list)
-
-
-_read_dates = msgspec.json.Decoder(_Envelope).decode
-
-
-class AuditPage:
-    """One audit API page kept as compressed bytes until its window is complete.
-
-    Only the dates are decoded on arrival (the walker needs them to page on); whole records
-    are built once, when the window is emitted, so windows read ahead cost little memory.
-    """
-
-    __slots__ = ("_body", "asked", "count", "echoed", "newest", "oldest", "undated")
-
-    def __init__(self, body: bytes, asked: int) -> None:
-        """Read the dates (an incomplete body raises ValueError, so it is fetched again).
-
-        ``asked`` is the ``limit`` the request sent; the page's own ``limit`` is the echo.
-        """
-        envelope = _read_dates(body)
-        results = envelope.results
-        self.asked = asked
-        self.echoed = envelope.limit
-        self.count = len(results)
-        dates = [r.creationDate for r in results if r.creationDate is not None]
-        self.oldest = min(dates) if dates else None
-        self.newest = max(dates) if dates else None
-        self.undated = len(dates) < self.count
-        # Level 3 shrinks these pages about 14-fold, a little faster than level 1 (which
-        # shrinks them 12-fold), and zlib lets other threads run meanwhile.
-        self._body = zlib.compress(body, 3)
-
-    @classmethod
-    def from_response(cls, response: requests.Response) -> AuditPage:
-        """Read a page off its response, with the ``limit`` its request sent."""
-        return cls(response.content, sent_limit(response) or 0)
-
-    def digested(self) -> list[tuple[int, bytes, dict[str, t.Any]]]:
-        """``(creationDate or 0, digest, record)`` per record; digests as ``record_id``'s."""
-        floats: list[bool] = []
-
-        def note_float(value: t.Any) -> float:
-            floats.append(True)
-            return float(value)
-
-        rows = (
-            msgspec.json.Decoder(_Rows, float_hook=note_float)
-            .decode(zlib.decompress(self._body))
-            .results
-        )
-        if floats:
-            # The fast canonical encoding is exact for every value but floats: a page with
-            # one takes the standard library's for all its records.
-            return [(row.get("creationDate") or 0, record_digest(row), row) for row in rows]
-        sha256, canonical = hashlib.sha256, SORTED_JSON.encode
-        return [
-            (row.get("creationDate") or 0, sha256(canonical(row)).digest(), row) for row in rows
-        ]
-
-
-#: Proleptic Gregorian ordinal of 1970-01-01, day 0 of epoch milliseconds.
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-
-
-@functools.lru_cache(maxsize=64)
-def _iso_day(day: int) -> str:
-    return dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
-
-
-#: "THH:MM:" for each minute of the day.
-_ISO_MINUTES = tuple(f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
-
-
-def ms_to_iso(ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds, e.g. 2026-01-31T09:15:02.123Z."""
-    # Records in time order mostly share their day; below it, a table and plain arithmetic.
-    day, ms = divmod(ms, 86_400_000)
-    minute, ms = divmod(ms, 60_000)
-    return f"{_iso_day(day)}{_ISO_MINUTES[minute]}{ms // 1000:02d}.{ms % 1000:03d}Z"
-
-
-def iso_to_ms(value: dt.datetime) -> int:
-    """Convert a datetime (naive means UTC) to epoch milliseconds."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
-
-
 class AuditFetcher:
     """Fetches audit pages for one walk: a request gate and a page size its workers share."""
 
@@ -182,7 +92,7 @@ class AuditFetcher:
         return t.cast("AuditPage", page)
 
 
-class AuditRecordsStream(ConfluenceStream):
+class AuditRecordsStream(ConfluenceStream, PageOutput):
     """Audit log events (who did what, when); the record's hash is its id."""
 
     name = "audit_records"
@@ -199,6 +109,8 @@ class AuditRecordsStream(ConfluenceStream):
         "the Confluence Administrator global permission for the account that granted the token"
     )
     page_size = 1000
+    # A backfill is what batch files are for (one per window, see get_batches).
+    writes_batches = True
     #: Pages per window the walker aims for: each window ends in one part-filled page, so
     #: 20 keeps requests within a few percent of the minimum; windows wait as compressed
     #: pages, so even several in flight stay small.
@@ -211,7 +123,7 @@ class AuditRecordsStream(ConfluenceStream):
     def _increment_stream_state(
         self, latest_record: dict[str, t.Any], *, context: Context | None = None
     ) -> None:
-        """Note the record; the bookmark moves once a window is out (``_advance_bookmark``).
+        """Note the record; the bookmark moves once a window is out (``advance_bookmark``).
 
         Records leave each window oldest first, so the SDK's bookmark after any record would
         be that record's date; moving it per window instead saves that bookkeeping on every
@@ -221,7 +133,8 @@ class AuditRecordsStream(ConfluenceStream):
         if latest_record.get("createdAt") is not None:
             self._newest_dated = latest_record
 
-    def _advance_bookmark(self) -> None:
+    @override
+    def advance_bookmark(self) -> None:
         """Move the bookmark to the newest record emitted (the SDK's own bookkeeping)."""
         if self._newest_dated is not None:
             super()._increment_stream_state(self._newest_dated)
@@ -268,6 +181,91 @@ class AuditRecordsStream(ConfluenceStream):
     @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         """Walk complete windows oldest to newest; emit each sorted, then a STATE message."""
+        # The SDK's own loop checks each record's shape and adds cloudId (post_process).
+        for item in self.finished_chunks(context, cloud_id=None, good=None):
+            if isinstance(item, WindowDone):
+                # Resumed only after the SDK wrote the window's last record and noted it.
+                self.window_done()
+            elif not isinstance(item, WindowStart):
+                for entry in item:
+                    yield entry[2]
+
+    @override
+    def window_done(self) -> None:
+        """Move the bookmark past a window whose records are all out, and write STATE."""
+        self.advance_bookmark()
+        self._write_state_message()
+
+    @override
+    def site_id(self) -> str:
+        """Return the cloudId every record carries."""
+        return self.cloud_id
+
+    @override
+    def _sync_records(
+        self, context: Context | None = None, *, write_messages: bool = True
+    ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
+        """Write each window's records a page at a time, not through the SDK record by record.
+
+        Overrides the SDK's private ``Stream._sync_records`` (singer-sdk 0.54.9), whose loop
+        costs several SDK and tap calls per record (post-processing, child contexts, maps,
+        bookkeeping, one message each): for a backfill, more than the records' own work.
+        ``PageOutput.write_record_pages`` does the same a page at a time. Anything it
+        does not cover (a stream map, a nested field deselected, the SDK's record limit of
+        ``--test``, a context, the SDK's own batches) takes the SDK's own loop.
+        """
+        if write_messages and context is None and self.fast_path_applies():
+            self.write_record_pages()
+            return
+        yield from super()._sync_records(context, write_messages=write_messages)
+
+    @override
+    def get_batches(
+        self, batch_config: BatchConfig, context: Context | None = None
+    ) -> Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
+        """One JSONL file per window (gzip or plain), written as fast as RECORD messages.
+
+        The SDK's own batcher cuts every 10,000 records of its record-by-record loop, so
+        its STATE after a batch can land mid-window; here each window is one file and its
+        STATE follows its BATCH message, so a killed run resumes as the record path does.
+        Files earlier runs left and the incoming state shows loaded are removed first.
+        Other formats (parquet) and whatever the fast path does not cover take the SDK's.
+        """
+        encoding = batch_config.encoding
+        if (
+            context is None
+            and self.fast_path_applies()
+            and encoding.format == "jsonl"
+            and (encoding.compression or "none") in ("gzip", "none")
+        ):
+            yield from self.write_batch_files(batch_config)
+            return
+        yield from super().get_batches(batch_config, context)
+
+    def fast_path_applies(self) -> bool:
+        """Tell whether records can be written a page at a time (see ``_sync_records``)."""
+        return self.selected and self.ABORT_AT_RECORD_COUNT is None and self.fast_records()
+
+    @override
+    def note_newest(self, chunk: list[Finished]) -> None:
+        """Note the newest dated record of a chunk written (the bookmark moves per window)."""
+        # Records are in date order, undated first: the last dated one is the newest.
+        newest = chunk[-1][2]
+        if newest["createdAt"] is not None:
+            self._newest_dated = newest
+        elif dated := [e[2] for e in chunk if e[2]["createdAt"] is not None]:
+            self._newest_dated = dated[-1]
+
+    @override
+    def finished_chunks(
+        self, context: Context | None, *, cloud_id: str | None, good: Shapes | None
+    ) -> Iterator[list[Finished] | WindowStart | WindowDone]:
+        """Read every window: its ``WindowStart``, its records a page at a time, ``WindowDone``.
+
+        Records come as ``AuditPage.finished`` makes them (``cloud_id`` and ``good`` are
+        passed on). The caller writes a window's records, and on ``WindowDone`` makes them
+        count (``window_done``: bookmark and STATE; or a batch file first).
+        """
         lo, until = self.window_bounds(context)
         # user_activity takes each author's latest from this same read, so a run that selects
         # both streams reads the log once; without user_activity there is nothing to offer.
@@ -281,7 +279,6 @@ class AuditRecordsStream(ConfluenceStream):
         keep_large_buffers_out_of_the_heap()
         progress = log_progress_every(5.0)
         emitted = 0
-        undated = 0
 
         fetch = self.page_fetcher()
         gate = fetch.gate
@@ -307,36 +304,34 @@ class AuditRecordsStream(ConfluenceStream):
             ms_to_iso(lo),
             ms_to_iso(until),
         )
+
+        def read(page: Page) -> list[Finished]:
+            return t.cast("AuditPage", page).finished(cloud_id, good)
+
         for window in walker.walk(lo, until):
-            for record_key, row in window.take():
-                # Before the row goes out: selection may strip fields from it.
+            yield WindowStart(window.start_ms, window.end_ms)
+            undated = 0
+            for entries in window.take_chunks(read):
+                if entries and not entries[0][0]:
+                    # Undated records sort first (as 0).
+                    undated += sum(e[2]["createdAt"] is None for e in entries)
                 if shared:
-                    shared.add(row)
-                row["id"] = record_key
-                created = row.get("creationDate")
-                if type(created) is int:
-                    row["createdAt"] = ms_to_iso(created)
-                else:
-                    # Delivered, not dropped: the row keeps its place in the window's
-                    # order but cannot move the bookmark (the SDK skips null keys).
-                    row["createdAt"] = None
-                    undated += 1
-                emitted += 1
-                yield row
+                    # Before the records go out: selection may strip fields from them.
+                    for entry in entries:
+                        shared.add(entry[2])
+                emitted += len(entries)
+                yield entries
             if undated:
                 self.logger.warning(
                     "audit_records: %d records without a creationDate delivered with "
                     "createdAt null; they are in the table but cannot be placed in time.",
                     undated,
                 )
-                undated = 0
+            done = WindowDone(window.start_ms, window.end_ms)
             # Drop the window before the walker builds the next one: one window of records
             # in memory at a time, however long the backfill.
             del window
-            self._advance_bookmark()
-            # The generator resumes here only after the SDK has written the window's last
-            # record and moved the bookmark, so this STATE covers exactly the read windows.
-            self._write_state_message()
+            yield done
         if shared:
             shared.finish()
         self.logger.info(

@@ -18,6 +18,7 @@ import collections
 import hashlib
 import itertools
 import json
+import operator
 import threading
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +48,13 @@ class Page(t.Protocol):
         """Return ``(creationDate or 0, digest, record)`` per record, decoding the page once."""
         ...
 
+    def warm(self) -> None:
+        """Start whatever ``digested`` needs first (it is about to be asked), if anything."""
+        ...
+
+
+#: What ``Window.take_chunks`` yields: tuples that begin with (date, digest).
+Entry = t.TypeVar("Entry", bound="tuple[t.Any, ...]")
 
 #: fetch(start_ms, end_ms, offset, limit) -> one page of records, newest first.
 Fetch = t.Callable[[int, int, int, int], "list[Record] | Page"]
@@ -56,8 +64,8 @@ Fetch = t.Callable[[int, int, int, int], "list[Record] | Page"]
 SORTED_JSON = msgspec.json.Encoder(order="sorted")
 
 
-def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
-    """sha256 of the canonical JSON of an audit record's API fields (``record_id`` in bytes).
+def canonical_json(record: Record, *, has_floats: bool = True) -> bytes:
+    """Encode an audit record's API fields as the canonical JSON its id is the sha256 of.
 
     Canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
     msgspec's sorted encoder writes the same bytes, about ten times faster, for every value
@@ -65,8 +73,13 @@ def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
     """
     if has_floats:
         text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode()).digest()
-    return hashlib.sha256(SORTED_JSON.encode(record)).digest()
+        return text.encode()
+    return SORTED_JSON.encode(record)
+
+
+def record_digest(record: Record, *, has_floats: bool = True) -> bytes:
+    """sha256 of the canonical JSON of an audit record's API fields (``record_id`` in bytes)."""
+    return hashlib.sha256(canonical_json(record, has_floats=has_floats)).digest()
 
 
 def record_id(record: Record, *, has_floats: bool = True) -> str:
@@ -92,6 +105,9 @@ class ListPage:
         """``(creationDate or 0, digest, record)`` per record."""
         return [(r.get("creationDate") or 0, record_digest(r), r) for r in self._rows]
 
+    def warm(self) -> None:
+        """Nothing to prepare: the rows are here."""
+
 
 class Window:
     """A fully read window ``[start_ms, end_ms]``; its records are built only when taken."""
@@ -111,7 +127,16 @@ class Window:
         self._records: list[tuple[str, Record]] | None = None
 
     def take(self) -> Iterator[tuple[str, Record]]:
-        """Yield (id, record) pairs sorted by (creationDate, id), each id once.
+        """Yield (id, record) pairs sorted by (creationDate, id), each id once."""
+        for chunk in self.take_chunks(_digested):
+            for _, digest, record in chunk:
+                yield digest.hex(), record
+
+    def take_chunks(self, read: Callable[[Page], list[Entry]]) -> Iterator[list[Entry]]:
+        """Yield the window's entries sorted by (date, digest), each digest once.
+
+        ``read`` turns a page into entries, ``(date, digest, ...)`` per record (``digested``
+        gives ``(date, digest, record)``); the window is read once, by whoever takes it.
 
         Pages arrive newest first, each a slice of time that shares at most its boundary
         millisecond with the next. So the pages are taken oldest first, each decoded once,
@@ -119,6 +144,7 @@ class Window:
         and a boundary millisecond of records in memory, whatever the window's size. The
         result is the window's full sort; a record read twice (a boundary millisecond re-read,
         or an identical event) has the same date and digest, so it meets its twin here.
+        Records come in lists, about a page each, so a caller can work on them a page at a time.
         """
         pages, self._pages = self._pages or [], None
         # floors[i]: the oldest date on any page newer than page i (read before it).
@@ -129,22 +155,31 @@ class Window:
             oldest = 0 if page.undated else page.oldest
             if oldest is not None:
                 floor = oldest if floor is None else min(floor, oldest)
-        pending: list[tuple[int, bytes, Record]] = []
+        pending: list[Entry] = []
         last = b""
         while pages:
-            # Oldest first, each page dropped as soon as it is decoded.
-            entries = pages.pop().digested()
+            # Oldest first, each page dropped as soon as it is decoded; the next one is made
+            # ready meanwhile (an AuditPage decompresses, which other threads can do at once).
+            page = pages.pop()
+            if pages:
+                pages[-1].warm()
+            entries = read(page)
+            del page
             if self.trim:
                 entries = [e for e in entries if e[0] >= self.start_ms]
             pending += entries
             pending.sort(key=_date_and_digest)
             bound = floors.pop()
             cut = len(pending) if bound is None else bisect.bisect_left(pending, bound, key=_date)
-            for _, digest, record in pending[:cut]:
-                if digest != last:
-                    last = digest
-                    yield digest.hex(), record
+            ready = pending[:cut]
             del pending[:cut]
+            if not ready:
+                continue
+            # Twins sort next to each other: keep the first of each run of equal digests.
+            before = [last, *map(_digest, ready[:-1])]
+            chunk = [e for e, b in zip(ready, before, strict=True) if e[1] != b]
+            last = ready[-1][1]
+            yield chunk
 
     @property
     def records(self) -> list[tuple[str, Record]]:
@@ -154,12 +189,14 @@ class Window:
         return self._records
 
 
-def _date_and_digest(entry: tuple[int, bytes, Record]) -> tuple[int, bytes]:
-    return entry[0], entry[1]
+def _digested(page: Page) -> list[tuple[int, bytes, Record]]:
+    return page.digested()
 
 
-def _date(entry: tuple[int, bytes, Record]) -> int:
-    return entry[0]
+#: Sort keys: (date, digest) and the date (C-level, called once per record).
+_date_and_digest = operator.itemgetter(0, 1)
+_date = operator.itemgetter(0)
+_digest = operator.itemgetter(1)
 
 
 class Narrowed:
