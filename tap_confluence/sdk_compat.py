@@ -10,13 +10,40 @@ from __future__ import annotations
 import typing as t
 
 from singer_sdk import Tap
+
+# The SDK's batch types and its deselection walk live only in private modules.
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, StorageTarget
+from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.streams.core import Stream
 from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Generator
+
     from requests import Response
     from singer_sdk import RESTStream
+    from singer_sdk import singerlib as singer
     from singer_sdk.authenticators import OAuthAuthenticator
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib.encoding.base import GenericSingerWriter
+
+__all__ = [
+    "BaseBatchFileEncoding",
+    "BatchConfig",
+    "BookmarkHooks",
+    "EndOfRunTap",
+    "OwnRecordLoop",
+    "RecordHooks",
+    "StateAtOwnPoints",
+    "StorageTarget",
+    "TableVersion",
+    "VersionedStream",
+    "default_expiration",
+    "drop_deselected",
+    "tap_of",
+    "write_request_metric",
+    "write_state_now",
+]
 
 
 class EndOfRunTap(Tap):
@@ -56,15 +83,8 @@ def write_state_now(stream: Stream) -> None:
     stream._write_state_message()
 
 
-class StateAtOwnPoints(Stream):
-    """A stream that writes STATE only where its own bookkeeping is consistent."""
-
-    # The SDK writes STATE every STATE_MSG_FREQUENCY records, mid-stream; never here.
-    STATE_MSG_FREQUENCY = 10**9
-
-
-class VersionedStream(Stream):
-    """The SDK's table version, SCHEMA and ACTIVATE_VERSION hooks, under names of our own."""
+class TableVersion(Stream):
+    """The SDK's table version of a stream's records, under a name of our own."""
 
     @property
     def table_version(self) -> int | None:
@@ -74,6 +94,110 @@ class VersionedStream(Stream):
     @table_version.setter
     def table_version(self, version: int) -> None:
         self._stream_version = version
+
+
+def drop_deselected(record: dict[str, t.Any], stream: Stream) -> None:
+    """Remove from ``record`` the nested properties the catalog deselects (the SDK's walk)."""
+    pop_deselected_record_properties(record, stream.schema, stream.mask)
+
+
+class StateAtOwnPoints(Stream):
+    """A stream that writes STATE only where its own bookkeeping is consistent."""
+
+    # The SDK writes STATE every STATE_MSG_FREQUENCY records, mid-stream; never here.
+    STATE_MSG_FREQUENCY = 10**9
+
+
+class BookmarkHooks(Stream):
+    """The SDK's per-record bookmark step, under names of our own."""
+
+    @override
+    def _increment_stream_state(
+        self, latest_record: dict[str, t.Any], *, context: Context | None = None
+    ) -> None:
+        self.note_record(latest_record, context)
+
+    def note_record(self, latest_record: dict[str, t.Any], context: Context | None) -> None:
+        """Note a record written (the SDK's bookmark by default, see ``advance_state``)."""
+        self.advance_state(latest_record, context)
+
+    def advance_state(self, latest_record: dict[str, t.Any], context: Context | None) -> None:
+        """Move the bookmark to ``latest_record``, as the SDK does after each record."""
+        super()._increment_stream_state(latest_record, context=context)
+
+    def write_state(self) -> None:
+        """Write STATE if records went out since the last one (as the SDK does)."""
+        self._write_state_message()
+
+
+class RecordHooks(TableVersion):
+    """The SDK's per-record hooks (its RECORD messages, their writing) under names of our own."""
+
+    @property
+    def message_writer(self) -> GenericSingerWriter[t.Any, t.Any]:
+        """The tap's writer of Singer messages (stdout)."""
+        return tap_of(self).message_writer
+
+    @override
+    def _generate_record_messages(
+        self, record: dict[str, t.Any]
+    ) -> Generator[singer.RecordMessage, None, None]:
+        yield from self.record_messages(record)
+
+    def record_messages(
+        self, record: dict[str, t.Any]
+    ) -> Generator[singer.RecordMessage, None, None]:
+        """Yield the RECORD messages of one record (the SDK's own by default)."""
+        yield from super()._generate_record_messages(record)
+
+    @override
+    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+        self.write_record_message(record)
+
+    def write_record_message(self, record: dict[str, t.Any]) -> None:
+        """Write one record's RECORD messages (the SDK's own way by default)."""
+        super()._write_record_message(record)
+
+    def note_unflushed(self) -> None:
+        """Tell the SDK that records went out since its last STATE, so the next is written."""
+        self.state_manager.is_flushed = False
+
+
+class OwnRecordLoop(BookmarkHooks):
+    """A stream that may write its records itself, instead of the SDK's record-by-record loop."""
+
+    @override
+    def _sync_records(
+        self, context: Context | None = None, *, write_messages: bool = True
+    ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
+        if write_messages and context is None and self.writes_own_records():
+            self.write_own_records()
+            return
+        yield from super()._sync_records(context, write_messages=write_messages)
+
+    def writes_own_records(self) -> bool:
+        """Tell whether this sync's records go out through ``write_own_records``."""
+        return False
+
+    def write_own_records(self) -> None:
+        """Write every record of a context-free sync (``begin_own`` ... ``end_own`` around)."""
+        raise NotImplementedError
+
+    def begin_own(self) -> None:
+        """Do what the SDK's loop does before the first record (the starting bookmark)."""
+        self._write_starting_replication_value(None)
+
+    def end_own(self) -> None:
+        """Do what the SDK's loop does after the last record, inside its counter and timer."""
+        self._finalize_state(self.get_context_state(None))
+
+    def finalize_own(self) -> None:
+        """Do what the SDK does once a stream's records are out: finalize its state."""
+        self._finalize_state(self.stream_state)
+
+
+class VersionedStream(TableVersion):
+    """The SDK's table version, SCHEMA and ACTIVATE_VERSION hooks, under names of our own."""
 
     def run_started_at_ms(self) -> int:
         """Return when the tap started this run, in epoch milliseconds (as the SDK's versions)."""

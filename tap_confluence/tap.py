@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from tap_confluence.errors import TapUserError
 from tap_confluence.http.retry import setting_for_url
-from tap_confluence.output import BlockWriter
+from tap_confluence.records.writer import BlockWriter
 from tap_confluence.sdk_compat import EndOfRunTap
 from tap_confluence.settings.auth import AuthPlan, resolve_auth
 from tap_confluence.settings.rules import (

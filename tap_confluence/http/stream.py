@@ -19,18 +19,16 @@ from tap_confluence.errors import StreamAccessError, UnexpectedAnswerError
 from tap_confluence.http.client import ApiClient
 from tap_confluence.http.paginators import NextLinkPaginator
 from tap_confluence.http.retry import MisshapenAnswerError
-from tap_confluence.output import ShapedRecords
-from tap_confluence.versions import FullTableVersions
+from tap_confluence.records.shaping import ShapedRecords
+from tap_confluence.records.versions import FullTableVersions
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from singer_sdk import Tap
-
-    # Private SDK module, for the type only: the SDK exports BatchConfig nowhere else.
-    from singer_sdk.helpers._batch import BatchConfig
     from singer_sdk.helpers.types import Auth, Context
 
+    from tap_confluence.sdk_compat import BatchConfig
     from tap_confluence.site.connection import SiteConnection
 
 _T = t.TypeVar("_T")

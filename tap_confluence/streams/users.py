@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 from typing_extensions import override
 
-from tap_confluence.conform import conform, field_types
 from tap_confluence.errors import RouteGoneError, StreamAccessError
 from tap_confluence.http.stream import ConfluenceStream
+from tap_confluence.records.shaping import conform, field_types
 from tap_confluence.streams.progress import log_progress_every
 from tap_confluence.streams.user_search import (
     SEARCH_USER_CAP,

@@ -17,7 +17,7 @@ import pytest
 from singer_sdk import singerlib as singer
 
 from simulator.process import SimulatorProcess
-from tap_confluence.output import BlockWriter
+from tap_confluence.records.writer import BlockWriter
 from tap_confluence.streams.audit.stream import AuditPage, ms_to_iso
 from tap_confluence.streams.audit.windows import (
     AuditWindowWalker,

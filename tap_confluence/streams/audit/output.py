@@ -23,16 +23,17 @@ from urllib.parse import unquote, urlsplit
 
 from singer_sdk.contrib.msgspec import encoder as sdk_encoder
 
-from tap_confluence.output import BlockWriter, ShapedRecords
+from tap_confluence.records.shaping import ShapedRecords
+from tap_confluence.records.writer import BlockWriter
+from tap_confluence.sdk_compat import OwnRecordLoop
 from tap_confluence.streams.audit.pages import iso_to_ms
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    # Private SDK module, for types only: the SDK exports its batch types nowhere else.
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, StorageTarget
     from singer_sdk.helpers.types import Context
 
+    from tap_confluence.sdk_compat import BaseBatchFileEncoding, BatchConfig, StorageTarget
     from tap_confluence.streams.audit.pages import Finished, Shapes
 
 #: zlib level of gzip batch files: level 1 is several times faster than gzip's default 9
@@ -56,7 +57,7 @@ class WindowDone(t.NamedTuple):
     end_ms: int
 
 
-class PageOutput(ShapedRecords):
+class PageOutput(OwnRecordLoop, ShapedRecords):
     """Stream mix-in: write ``finished_chunks`` as RECORD messages or JSONL batch files."""
 
     @abc.abstractmethod
@@ -91,14 +92,14 @@ class PageOutput(ShapedRecords):
 
     def write_record_pages(self) -> None:
         """Write every record as RECORD messages, a page at a time, with STATE per window."""
-        writer = t.cast("BlockWriter", self._tap.message_writer)
+        writer = t.cast("BlockWriter", self.message_writer)
         self.logger.info("%s: records go out a page at a time (the fast path).", self.name)
         record_counter = self.get_record_counter()
         timer = self.get_sync_timer()
         with record_counter, timer:
             record_counter.with_context({})
             timer.with_context({})
-            self._write_starting_replication_value(None)  # SDK private, as its loop does
+            self.begin_own()
             good = self.good_shapes()
             chunks = self.finished_chunks(None, cloud_id=self.site_id(), good=good)
             for item in self.guarded(chunks):
@@ -108,13 +109,13 @@ class PageOutput(ShapedRecords):
                 if isinstance(item, WindowStart) or not item:
                     continue
                 rows = self._shaped(item)
-                writer.write_records(self.name, rows, self._stream_version, dt.datetime.now(dt.UTC))
-                self.state_manager.is_flushed = False
+                writer.write_records(self.name, rows, self.table_version, dt.datetime.now(dt.UTC))
+                self.note_unflushed()
                 self.note_newest(item)
                 record_counter.increment(len(rows))
-            self._finalize_state(self.get_context_state(None))  # SDK private, as its loop
-        self._finalize_state(self.stream_state)
-        self._write_state_message()
+            self.end_own()
+        self.finalize_own()
+        self.write_state()
 
     def write_batch_files(
         self, batch_config: BatchConfig
@@ -139,7 +140,7 @@ class PageOutput(ShapedRecords):
         ):
             record_counter.with_context({})
             timer.with_context({})
-            self._write_starting_replication_value(None)  # SDK private, as its loop does
+            self.begin_own()
             good = self.good_shapes()
             chunks = self.finished_chunks(None, cloud_id=self.site_id(), good=good)
             window_end = 0
@@ -156,8 +157,8 @@ class PageOutput(ShapedRecords):
                     files.write(window_end, encode_lines(rows))
                     self.note_newest(item)
                     record_counter.increment(len(rows))
-            self._finalize_state(self.get_context_state(None))  # SDK private, as its loop
-        self._finalize_state(self.stream_state)
+            self.end_own()
+        self.finalize_own()
 
 
 class WindowFiles:

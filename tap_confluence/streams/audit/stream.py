@@ -19,11 +19,11 @@ from tap_confluence.streams.audit.windows import AuditWindowWalker
 from tap_confluence.streams.progress import log_progress_every
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
     from singer_sdk.helpers.types import Context
 
+    from tap_confluence.sdk_compat import BaseBatchFileEncoding, BatchConfig
     from tap_confluence.streams.audit.pages import Finished, Shapes
     from tap_confluence.streams.audit.windows import Page
 
@@ -120,9 +120,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     _newest_dated: dict[str, t.Any] | None = None
 
     @override
-    def _increment_stream_state(
-        self, latest_record: dict[str, t.Any], *, context: Context | None = None
-    ) -> None:
+    def note_record(self, latest_record: dict[str, t.Any], context: Context | None) -> None:
         """Note the record; the bookmark moves once a window is out (``advance_bookmark``).
 
         Records leave each window oldest first, so the SDK's bookmark after any record would
@@ -137,7 +135,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     def advance_bookmark(self) -> None:
         """Move the bookmark to the newest record emitted (the SDK's own bookkeeping)."""
         if self._newest_dated is not None:
-            super()._increment_stream_state(self._newest_dated)
+            self.advance_state(self._newest_dated, None)
             self._newest_dated = None
 
     @property
@@ -194,7 +192,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     def window_done(self) -> None:
         """Move the bookmark past a window whose records are all out, and write STATE."""
         self.advance_bookmark()
-        self._write_state_message()
+        self.write_state()
 
     @override
     def site_id(self) -> str:
@@ -202,22 +200,21 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
         return self.cloud_id
 
     @override
-    def _sync_records(
-        self, context: Context | None = None, *, write_messages: bool = True
-    ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
-        """Write each window's records a page at a time, not through the SDK record by record.
+    def writes_own_records(self) -> bool:
+        """Tell whether records go out a page at a time, not through the SDK record by record.
 
-        Overrides the SDK's private ``Stream._sync_records`` (singer-sdk 0.54.9), whose loop
-        costs several SDK and tap calls per record (post-processing, child contexts, maps,
-        bookkeeping, one message each): for a backfill, more than the records' own work.
-        ``PageOutput.write_record_pages`` does the same a page at a time. Anything it
+        The SDK's loop costs several SDK and tap calls per record (post-processing, child
+        contexts, maps, bookkeeping, one message each): for a backfill, more than the records'
+        own work. ``PageOutput.write_record_pages`` does the same a page at a time. Anything it
         does not cover (a stream map, a nested field deselected, the SDK's record limit of
         ``--test``, a context, the SDK's own batches) takes the SDK's own loop.
         """
-        if write_messages and context is None and self.fast_path_applies():
-            self.write_record_pages()
-            return
-        yield from super()._sync_records(context, write_messages=write_messages)
+        return self.selected and self.ABORT_AT_RECORD_COUNT is None and self.fast_records()
+
+    @override
+    def write_own_records(self) -> None:
+        """Write every window's records a page at a time, STATE after each window."""
+        self.write_record_pages()
 
     @override
     def get_batches(
@@ -234,17 +231,13 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
         encoding = batch_config.encoding
         if (
             context is None
-            and self.fast_path_applies()
+            and self.writes_own_records()
             and encoding.format == "jsonl"
             and (encoding.compression or "none") in ("gzip", "none")
         ):
             yield from self.write_batch_files(batch_config)
             return
         yield from super().get_batches(batch_config, context)
-
-    def fast_path_applies(self) -> bool:
-        """Tell whether records can be written a page at a time (see ``_sync_records``)."""
-        return self.selected and self.ABORT_AT_RECORD_COUNT is None and self.fast_records()
 
     @override
     def note_newest(self, chunk: list[Finished]) -> None:

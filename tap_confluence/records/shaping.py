@@ -1,115 +1,31 @@
-"""The cheap way out for records: shaped once by the tap, written by msgspec, flushed in blocks.
+"""Records shaped once by the tap: the selected fields only, each of a type the schema admits.
 
-Profiling a 50,000-record audit sync showed the SDK's per-record path (type conformance, the
-deselection walk over every nested dict, simplejson, a flush per message) taking about two
-thirds of the tap's time. Records here come from JSON, so there is nothing to conform; the
-tap drops what the schema or the catalog leaves out itself, which keeps selection working.
+Records here come from JSON, so there is nothing to conform as the SDK does for every value
+(which cost about a third of the tap's time); the tap drops what the schema or the catalog
+leaves out itself, which keeps selection working, and checks each record's top-level types
+against the schema in one place: ``admits`` serves both the stream check (``ShapedRecords``)
+and the user payload repair (``conform``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sys
+import json
 import typing as t
 
-import msgspec
 from singer_sdk import singerlib as singer
-from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.contrib.msgspec import encoder as sdk_encoder
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.streams.core import Stream
 from typing_extensions import override
 
-if t.TYPE_CHECKING:
-    from collections.abc import Generator
+from tap_confluence.records.writer import BlockWriter
+from tap_confluence.sdk_compat import RecordHooks, drop_deselected
 
-#: Records are written in blocks of about this many bytes.
-FLUSH_BYTES = 64 * 1024
+if t.TYPE_CHECKING:
+    from collections.abc import Generator, Mapping
+
 #: Record shapes (field names and value types) remembered as type-checked per stream.
 MAX_SHAPES = 256
-
-
-class BlockWriter(MsgSpecWriter):
-    """msgspec-encoded messages; RECORDs leave in blocks, anything else flushes at once.
-
-    A STATE message always follows its records out of the process, so a target never sees
-    a bookmark ahead of the records it covers, and a killed tap loses only unconfirmed rows.
-    """
-
-    def __init__(self) -> None:
-        """Start with an empty block."""
-        super().__init__()
-        self._block = bytearray()
-
-    @override
-    def write_message(self, message: singer.Message) -> None:
-        """Queue a RECORD; write the block out on any other message or when it is full."""
-        if type(message) is singer.RecordMessage:
-            self.write_record(
-                message.stream, message.record, message.version, message.time_extracted
-            )
-            return
-        self._block += self.format_message(message)
-        self.flush()
-
-    def write_record(
-        self,
-        stream: str,
-        record: dict[str, t.Any],
-        version: int | None,
-        extracted: dt.datetime | None,
-    ) -> None:
-        """Queue what ``RecordMessage(...)`` would write (``extracted`` must be aware UTC).
-
-        The SDK's own encoder and message dict, appended straight to the block.
-        """
-        message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": record}
-        if version is not None:
-            message["version"] = version
-        if extracted is not None:
-            message["time_extracted"] = extracted
-        sdk_encoder.encode_into(message, self._block, -1)
-        self._block += b"\n"
-        if len(self._block) >= FLUSH_BYTES:
-            self.flush()
-
-    def write_records(
-        self,
-        stream: str,
-        records: t.Iterable[dict[str, t.Any]],
-        version: int | None,
-        extracted: dt.datetime | None,
-    ) -> None:
-        """Queue ``write_record`` of each record: the same bytes, one message dict for all."""
-        message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
-        if version is not None:
-            message["version"] = version
-        if extracted is not None:
-            # Encoded once, not once per record: the same bytes.
-            message["time_extracted"] = msgspec.Raw(sdk_encoder.encode(extracted))
-        block, encode_into = self._block, sdk_encoder.encode_into
-        for record in records:
-            message["record"] = record
-            encode_into(message, block, -1)
-            block += b"\n"
-        if len(block) >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write out and flush whatever is queued."""
-        if self._block:
-            sys.stdout.buffer.write(self._block)
-            self._block.clear()
-        sys.stdout.buffer.flush()
-
-    def __del__(self) -> None:
-        """Never drop queued records, even if the tap forgets a final flush."""
-        with contextlib.suppress(ValueError, OSError):
-            self.flush()
-
 
 #: Python types each JSON Schema type admits (bool is checked apart: it is an int subclass).
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -123,15 +39,57 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _admitted(schema: dict[str, t.Any]) -> tuple[tuple[type, ...], bool, bool]:
-    """(Python types, whether bool is one, whether null is) for a property's schema."""
-    kinds = schema.get("type") or []
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+Admits = tuple[tuple[type, ...], bool, bool]
+
+
+def json_kinds(schema: Mapping[str, t.Any]) -> tuple[str, ...]:
+    """Return the JSON types a property's schema allows (``type`` as a string or a list)."""
+    kinds = schema.get("type") or ()
+    return (kinds,) if isinstance(kinds, str) else tuple(kinds)
+
+
+def admitted(kinds: tuple[str, ...]) -> Admits:
+    """(Python types, whether bool is one, whether null is) for a property's JSON types."""
     types = tuple(tp for kind in kinds for tp in _JSON_TYPES.get(kind, ()))
     return types, "boolean" in kinds, "null" in kinds
 
 
-class ShapedRecords(Stream):
+def admits(allowed: Admits, value: t.Any) -> bool:
+    """Tell whether a value is of a type the property admits (a bool only where boolean is)."""
+    types, bool_ok, _ = allowed
+    return isinstance(value, types) and (bool_ok or value.__class__ is not bool)
+
+
+def field_types(schema: Mapping[str, t.Any]) -> dict[str, tuple[str, ...]]:
+    """Map each top-level property to the JSON types the schema allows for it."""
+    return {name: json_kinds(prop) for name, prop in schema.get("properties", {}).items()}
+
+
+def conform(record: dict[str, t.Any], types: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Fix wrong-typed values in place; return the names of the fields changed.
+
+    A scalar where text is expected becomes its JSON text (7 -> "7", true -> "true");
+    anything else that does not fit becomes null, or is removed when null is not allowed.
+    """
+    changed = []
+    for name, kinds in types.items():
+        if name not in record or not kinds:
+            continue
+        value = record[name]
+        allowed = admitted(kinds)
+        if admits(allowed, value):
+            continue
+        changed.append(name)
+        if "string" in kinds and isinstance(value, int | float | bool):
+            record[name] = json.dumps(value)
+        elif allowed[2]:
+            record[name] = None
+        else:
+            del record[name]
+    return changed
+
+
+class ShapedRecords(RecordHooks):
     """Stream mix-in: records leave with only their selected schema fields, type-checked."""
 
     # The API's JSON already has the schema's types; conforming every value cost the most.
@@ -139,7 +97,7 @@ class ShapedRecords(Stream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     _selection: tuple[frozenset[str], bool] | None = None
-    _admits: dict[str, tuple[tuple[type, ...], bool, bool]] | None = None
+    _admits: dict[str, Admits] | None = None
     _warned: set[str] | None = None
     _good_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] | None = None
     _map_plan: list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]] | None = None
@@ -152,7 +110,7 @@ class ShapedRecords(Stream):
             nested_off = any(len(crumb) > 2 and not on for crumb, on in mask.items())
             self._selection = (keep, nested_off)
             props = self.schema["properties"]
-            self._admits = {k: _admitted(props[k]) for k in keep}
+            self._admits = {k: admitted(json_kinds(props[k])) for k in keep}
             self._warned = set()
             self._good_shapes = set()
         return self._selection
@@ -173,12 +131,12 @@ class ShapedRecords(Stream):
         good = t.cast("set[tuple[tuple[str, ...], tuple[type, ...]]]", self._good_shapes)
         if shape in good:
             return
-        admits = t.cast("dict[str, tuple[tuple[type, ...], bool, bool]]", self._admits)
+        allowed = t.cast("dict[str, Admits]", self._admits)
         clean = True
         for key, value in record.items():
-            types, bool_ok, null_ok = admits[key]
-            if isinstance(value, types) and (bool_ok or value.__class__ is not bool):
+            if admits(allowed[key], value):
                 continue
+            null_ok = allowed[key][2]
             clean = False
             kinds = self.schema["properties"][key].get("type")
             if null_ok:
@@ -215,7 +173,7 @@ class ShapedRecords(Stream):
         self._check_types(shaped)
         if nested_off:
             # Rare (a catalog deselecting e.g. author.displayName): the SDK's walk is right.
-            pop_deselected_record_properties(shaped, self.schema, self.mask)
+            drop_deselected(shaped, self)
         return shaped
 
     def good_shapes(self) -> set[tuple[tuple[str, ...], tuple[type, ...]]]:
@@ -236,7 +194,7 @@ class ShapedRecords(Stream):
         _, nested_off = self.selected_fields()
         plan = self._map_plan or self._plan_maps()
         return (
-            isinstance(self._tap.message_writer, BlockWriter)
+            isinstance(self.message_writer, BlockWriter)
             and not nested_off
             and plan == [(self.name, None)]
         )
@@ -252,31 +210,31 @@ class ShapedRecords(Stream):
         return out
 
     @override
-    def _generate_record_messages(
+    def record_messages(
         self, record: dict[str, t.Any]
     ) -> Generator[singer.RecordMessage, None, None]:
         """Like the SDK's, minus its per-record walks: project onto the selected fields."""
         now = dt.datetime.now(dt.UTC)
         for alias, mapped in self._mapped(record):
             yield singer.RecordMessage(
-                stream=alias, record=mapped, version=self._stream_version, time_extracted=now
+                stream=alias, record=mapped, version=self.table_version, time_extracted=now
             )
 
     @override
-    def _write_record_message(self, record: dict[str, t.Any]) -> None:
+    def write_record_message(self, record: dict[str, t.Any]) -> None:
         """Write RECORDs as the SDK does, handing a BlockWriter plain values, no message object.
 
         The same lines come out (tested); what goes is a message object, a generator and
         three calls per record.
         """
-        writer = self._tap.message_writer
+        writer = self.message_writer
         if not isinstance(writer, BlockWriter):
-            super()._write_record_message(record)
+            super().write_record_message(record)
             return
         now = dt.datetime.now(dt.UTC)
         for alias, mapped in self._mapped(record):
-            writer.write_record(alias, mapped, self._stream_version, now)
-        self.state_manager.is_flushed = False
+            writer.write_record(alias, mapped, self.table_version, now)
+        self.note_unflushed()
 
     def _plan_maps(self) -> list[tuple[str, t.Callable[[dict[str, t.Any]], t.Any] | None]]:
         """Each stream map's alias and transform; None where the map hands records back as is."""

@@ -1,0 +1,1 @@
+"""Records on their way out: shaped to the catalog and schema, versioned, written in blocks."""
