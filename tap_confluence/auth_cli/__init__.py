@@ -14,7 +14,8 @@ import click
 
 from tap_confluence.auth_cli.check import run_check
 from tap_confluence.auth_cli.common import DEFAULT_ENV_PREFIX, AuthCliError, env_setting
-from tap_confluence.auth_cli.login import resolve_login_options, run_login
+from tap_confluence.auth_cli.login import run_login
+from tap_confluence.auth_cli.login_options import resolve_login_options
 from tap_confluence.auth_cli.migrate import migrate_command, new_key_command
 from tap_confluence.auth_cli.status import run_cloud_id, run_status, run_status_pg
 

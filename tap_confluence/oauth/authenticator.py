@@ -1,31 +1,34 @@
-"""Authenticators: one OAuth authenticator per tap, its rotating refresh token kept in a store."""
+"""Authenticators: one OAuth authenticator per tap, its rotating refresh token kept in a store.
+
+The POST to the token endpoint and the checks of its answer live in token_endpoint.py; here
+the SDK's authenticator decides when to refresh and keeps the rotated token before use.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import threading
 import time
 import typing as t
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import requests
 from singer_sdk.authenticators import BasicAuthenticator, OAuthAuthenticator
-from singer_sdk.exceptions import RetriableAPIError
 from typing_extensions import override
 
 from tap_confluence.errors import TapUserError
-from tap_confluence.http.retry import never_sent
 from tap_confluence.oauth.store.record import (
     TokenRecord,
     TokenStore,
     remember_superseded,
     seed_fingerprint,
 )
-from tap_confluence.redact import Secrets
+from tap_confluence.oauth.token_endpoint import TokenEndpoint
 from tap_confluence.sdk_compat import default_expiration
+
+if t.TYPE_CHECKING:
+    import requests
+
+    from tap_confluence.redact import Secrets
 
 __all__ = ["AtlassianOAuthAuthenticator", "BasicAuthenticator"]
 
@@ -43,57 +46,6 @@ def _epoch(iso: str, *, default: float) -> float:
         return dt.datetime.fromisoformat(iso).timestamp()
     except ValueError:
         return default
-
-
-#: Rule 4 of the house: a failure after the token was spent says so, and how long a rerun has.
-SPENT = "the refresh token was spent; rerun within 10 minutes"
-
-
-@dataclass(frozen=True)
-class TokenAnswer:
-    """A 200 answer of the token endpoint, each field checked; ``odd`` names the unusable ones."""
-
-    access_token: str | None
-    #: A usable new refresh token; None when the answer had none (or an unusable one).
-    refresh_token: str | None
-    expires_in: int | None
-    scopes: list[str] | None
-    odd: tuple[str, ...]
-
-    @classmethod
-    def read(cls, body: dict[str, t.Any]) -> TokenAnswer:
-        """Check every field Atlassian documents; never raise, whatever the server sent."""
-        odd: list[str] = []
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            odd.append("access_token")
-            access = None
-        refresh = body.get("refresh_token")
-        if refresh is not None and (not isinstance(refresh, str) or not refresh):
-            # Absent is normal (the old token stays valid); present but unusable is not.
-            odd.append("refresh_token")
-            refresh = None
-        expires_in = _seconds(body.get("expires_in"))
-        if expires_in is None and body.get("expires_in") is not None:
-            odd.append("expires_in")
-        scope = body.get("scope")
-        if scope is not None and not isinstance(scope, str):
-            odd.append("scope")
-        scopes = sorted(scope.split()) if isinstance(scope, str) else None
-        return cls(access, refresh, expires_in, scopes, tuple(odd))
-
-
-def _seconds(value: object) -> int | None:
-    """Read a positive whole number of seconds from an int, integral float or digit string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and value > 0:
-        return value
-    return None
 
 
 class AtlassianOAuthAuthenticator(OAuthAuthenticator):
@@ -129,15 +81,18 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
         self._secrets = secrets
         self._cloud_id = cloud_id
         self._refresh_margin = refresh_margin
-        self._timeout = timeout
         self._expires_at: float | None = None
         self._scopes: frozenset[str] | None = None
         self._rejected: set[str] = set()
         self._consecutive_rejections = 0
         self._lock = threading.RLock()
-        # A private session without urllib3 POST retries: a blind resend could spend a
-        # token twice.
-        self._token_session = requests.Session()
+        self._endpoint = TokenEndpoint(
+            auth_endpoint,
+            client_id=client_id,
+            client_secret=client_secret,
+            secrets=secrets,
+            timeout=timeout,
+        )
         self.refreshes = 0
 
     @property
@@ -230,13 +185,14 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             live = record.refresh_token if record else str(self._seed)
             self._secrets.add(live)
             issued_at = time.time()
-            body = self._post_refresh(live, from_store=record is not None)
+            answer = self._endpoint.refresh(
+                live, kept_in=self._store.location if record is not None else None
+            )
             # From here on the old refresh token is spent: nothing below may lose the new one.
-            answer = TokenAnswer.read(body)
             self._secrets.add(answer.refresh_token)
             self._secrets.add(answer.access_token)
             if answer.refresh_token is None and "refresh_token" in answer.odd:
-                raise TapUserError(self._odd_answer_sentence(answer, saved=False))
+                raise TapUserError(answer.unusable_sentence(saved_in=None))
             scopes = (
                 answer.scopes if answer.scopes is not None else (record.scopes if record else [])
             )
@@ -253,12 +209,12 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
             if answer.odd or answer.access_token is None:
                 # Keep what must not be lost (the new refresh token), never an access token
                 # from an answer that is wrong elsewhere, then stop.
+                saved_in = None
                 if answer.refresh_token is not None:
                     session.save(saved)
                     self.refreshes += 1
-                raise TapUserError(
-                    self._odd_answer_sentence(answer, saved=answer.refresh_token is not None)
-                )
+                    saved_in = self._store.location
+                raise TapUserError(answer.unusable_sentence(saved_in=saved_in))
             expires_in = answer.expires_in or int(default_expiration(self) or 3600)
             saved.access_token = answer.access_token
             saved.access_token_expires_at = issued_at + expires_in
@@ -275,21 +231,6 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                 saved, expires_in, scope_known=answer.scopes is not None or record is not None
             )
             self._warn_family_age(saved.family_started_at)
-
-    def _odd_answer_sentence(self, answer: TokenAnswer, *, saved: bool) -> str:
-        fields = " and ".join(answer.odd)
-        if saved:
-            return (
-                f"The token endpoint answered with an unusable {fields} after the refresh "
-                f"token was spent; the new refresh token is saved in {self._store.location}, so "
-                "the next run can go on, but check that auth_url points at "
-                "https://auth.atlassian.com."
-            )
-        return (
-            f"The token endpoint answered with an unusable {fields} and no usable new refresh "
-            f"token: {SPENT}, while Atlassian still accepts the stored one, and check that "
-            "auth_url points at https://auth.atlassian.com."
-        )
 
     def _adopt_stored(self, record: TokenRecord) -> bool:
         """Use the stored access token when another run left one with time to spare."""
@@ -323,84 +264,3 @@ class AtlassianOAuthAuthenticator(OAuthAuthenticator):
                 started.date().isoformat(),
                 (started + _FAMILY_LIFETIME).date().isoformat(),
             )
-
-    def _post_refresh(self, refresh_token: str, *, from_store: bool) -> dict[str, t.Any]:
-        body = {
-            "grant_type": "refresh_token",
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "refresh_token": refresh_token,
-        }
-        try:
-            # Never follow a redirect: it would resend client_secret and the refresh token to
-            # wherever the Location points, plain http included.
-            response = self._token_session.post(
-                self.auth_endpoint,
-                json=body,
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.exceptions.ConnectionError as exc:
-            if never_sent(exc):
-                raise  # the stream's backoff retries this; nothing was spent
-            raise TapUserError(self._lost_answer_sentence()) from None
-        except requests.exceptions.RequestException:
-            raise TapUserError(self._lost_answer_sentence()) from None
-        if 300 <= response.status_code < 400:
-            host = urlsplit(self.auth_endpoint).netloc
-            msg = (
-                f"The token endpoint at {host} answered {response.status_code}, a redirect, "
-                "which the tap does not follow because it would send client_secret and the "
-                "refresh token on to another address; set auth_url to the authorization server "
-                "itself (https://auth.atlassian.com)."
-            )
-            raise TapUserError(msg)
-        if response.status_code == 429 or response.status_code >= 500:
-            msg = f"The token endpoint answered {response.status_code}; retrying."
-            raise RetriableAPIError(msg, response)
-        if response.status_code >= 400:
-            raise TapUserError(self._refusal_sentence(response, from_store=from_store))
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            msg = (
-                f"The token endpoint answered {response.status_code} without a JSON object: "
-                f"{SPENT}, while Atlassian still accepts the stored one, and check that auth_url "
-                "points at https://auth.atlassian.com."
-            )
-            raise TapUserError(msg)
-        return data
-
-    def _lost_answer_sentence(self) -> str:
-        return (
-            f"The token endpoint did not answer after the refresh token was sent, so {SPENT}, "
-            "while Atlassian still accepts the stored token, and check auth_url."
-        )
-
-    def _refusal_sentence(self, response: requests.Response, *, from_store: bool) -> str:
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        error = str(data.get("error", "")) if isinstance(data, dict) else ""
-        detail = str(data.get("error_description", "")) if isinstance(data, dict) else ""
-        detail = self._secrets.redact(detail)[:200]
-        if response.status_code == 401 or error == "access_denied":
-            return (
-                f"The authorization server rejected client_id and client_secret "
-                f"({response.status_code} {error or 'Unauthorized'}); copy both again from the "
-                "app's settings in the Atlassian developer console."
-            )
-        origin = (
-            f"the token kept in {self._store.location}"
-            if from_store
-            else "the configured refresh_token"
-        )
-        return (
-            f"Atlassian refused {origin} ({response.status_code} {error}: {detail}); it has "
-            "expired, been revoked or was already used, so run the OAuth consent flow again "
-            "and set the new refresh_token."
-        )

@@ -17,7 +17,8 @@ from simulator.process import SimulatorProcess
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
-from tap_confluence.oauth.store.postgres import TABLE, PostgresTokenStore, safe_location
+from tap_confluence.oauth.store.postgres import PostgresTokenStore
+from tap_confluence.oauth.store.postgres_table import TABLE, safe_location
 from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
 from tap_confluence.redact import Secrets
 from tap_confluence.settings.rules import check_store_settings

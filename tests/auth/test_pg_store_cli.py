@@ -15,7 +15,7 @@ from simulator.postgres import ThrowawayPostgres
 from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
-from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.postgres_table import TABLE
 from tap_confluence.oauth.store.record import TokenRecord
 from tests.support.auth_cli import (
     clean_env,

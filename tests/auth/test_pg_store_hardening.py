@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from simulator.postgres import ThrowawayPostgres
-from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.postgres_table import TABLE
 from tap_confluence.oauth.store.record import TokenRecord, TokenStoreError, seed_fingerprint
 from tests.support.pg_store import TokenServer, pg_auth, pg_store
 

@@ -16,7 +16,7 @@ import pytest
 
 from simulator.auth import SEED_SCOPES
 from simulator.process import SimulatorProcess
-from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.postgres_table import TABLE
 from tap_confluence.oauth.store.record import TokenStoreError
 from tests.support.pg_store import TokenServer, pg_auth, pg_store
 from tests.support.tap_cli import run_tap

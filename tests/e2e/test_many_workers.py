@@ -30,7 +30,7 @@ import pytest
 
 from simulator.postgres import ThrowawayPostgres
 from tap_confluence.oauth.store.crypto import new_key
-from tap_confluence.oauth.store.postgres import TABLE
+from tap_confluence.oauth.store.postgres_table import TABLE
 from tests.support.meltano import MeltanoProject, site_config, tap_env
 
 pytestmark = pytest.mark.slow

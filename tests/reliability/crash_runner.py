@@ -15,6 +15,7 @@ import os
 import signal
 
 from tap_confluence.oauth.store import file as token_store
+from tap_confluence.oauth.store import safe_file
 from tap_confluence.oauth.store.record import TokenRecord
 from tap_confluence.tap import TapConfluence
 
@@ -42,7 +43,7 @@ def _install() -> None:
         original_replace(src, dst)
 
     token_store.FileTokenStore.write = write  # type: ignore[method-assign]
-    token_store.os.replace = replace  # type: ignore[attr-defined]
+    safe_file.os.replace = replace  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ somewhere that outlives the process (Meltano deletes the config file after each 
 file backend here keeps one JSON file per cloud_id in a directory only its user may write,
 written atomically (the temp file is read back before the rename, so a full disk keeps the old
 file), mode 0600, under a lock held across read-refresh-write so that two runs never spend the
-same token. The record format lives in record.py, the PostgreSQL backend in postgres.py,
+same token. The file primitives (private directories, the lock, the read-back replacement)
+live in safe_file.py, the record format in record.py, the PostgreSQL backend in postgres.py,
 and which store the settings choose in location.py.
 """
 
@@ -13,16 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import glob
 import json
 import logging
 import os
 import stat
-import tempfile
-import time
 import typing as t
-from pathlib import Path
 
 from tap_confluence.oauth.store.record import (
     TokenRecord,
@@ -34,9 +30,23 @@ from tap_confluence.oauth.store.record import (
     lineage_of,
     shared_family_sentence,
 )
+from tap_confluence.oauth.store.safe_file import (
+    ReadBackError,
+    foreign_reason,
+    fsync_directory,
+    lock_within,
+    make_private_dirs,
+    open_lock_file,
+    os_reason,
+    peek_json,
+    probe_writable,
+    remove_temps,
+    replace_read_back,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from tap_confluence.oauth.store.crypto import TokenCipher
 
@@ -45,44 +55,6 @@ logger = logging.getLogger("tap-confluence.token_store")
 
 #: Sibling files larger than this are not token stores; the sharing check skips them unread.
 _MAX_STORE_BYTES = 1 << 20
-
-
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each 0700 whatever the umask says."""
-    missing: list[Path] = []
-    current = directory
-    while not os.path.lexists(current) and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue  # another run made it first; it is checked below like any other
-        # mkdir's mode passes through the umask, which may take owner bits away too.
-        os.chmod(path, 0o700)
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    """Write every byte, or raise: a full disk or a quota may make a write short silently."""
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _ReadBackError(ValueError):
-    """What was read back from the temp file is not what was written."""
 
 
 class FileTokenStore:
@@ -122,7 +94,7 @@ class FileTokenStore:
     def _ensure_dir(self) -> None:
         directory = self.path.parent
         try:
-            _make_private_dirs(directory)
+            make_private_dirs(directory)
             info = os.stat(directory)
         except OSError as exc:
             raise TokenStoreError(self._unwritable(exc)) from None
@@ -150,11 +122,8 @@ class FileTokenStore:
 
     @staticmethod
     def _refuse_foreign(what: str, info: os.stat_result) -> None:
-        if info.st_uid != os.geteuid():
-            why = "not owned by the user running the tap"
-        elif info.st_mode & 0o022:
-            why = f"writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
-        else:
+        why = foreign_reason(info)
+        if why is None:
             return
         msg = (
             f"{what} is {why}, so another account could replace the refresh token or redirect "
@@ -165,21 +134,17 @@ class FileTokenStore:
         raise TokenStoreError(msg)
 
     def _unwritable(self, exc: OSError) -> str:
-        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
         return (
-            f"The token store {self.location} cannot be written ({reason}), so the tap will not "
-            "spend the refresh token; point token_store_path at a writable, durable place."
+            f"The token store {self.location} cannot be written ({os_reason(exc)}), so the tap "
+            "will not spend the refresh token; point token_store_path at a writable, durable "
+            "place."
         )
 
     def check_writable(self) -> None:
         """Create and remove a probe file beside the store, as a save would."""
         self._ensure_dir()
         try:
-            fd, probe = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-            )
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(self.path)
         except OSError as exc:
             raise TokenStoreError(self._unwritable(exc)) from None
         self._check_file()
@@ -196,11 +161,7 @@ class FileTokenStore:
         """Hold an exclusive flock on the sidecar lock file for the whole block."""
         self._ensure_dir()
         try:
-            # O_NOFOLLOW: a symlink planted at the lock's name must not make the tap create
-            # or open a file elsewhere.
-            lock_fd = os.open(
-                self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            lock_fd = open_lock_file(self._lock_path)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 msg = (
@@ -211,36 +172,20 @@ class FileTokenStore:
                 raise TokenStoreError(msg) from None
             raise TokenStoreError(self._unwritable(exc)) from None
         try:
-            self._acquire(lock_fd)
+            if not lock_within(lock_fd, self._lock_timeout):
+                raise TokenStoreError(
+                    f"Another tap-confluence run has held the token store {self.location} "
+                    f"for over {self._lock_timeout:.0f} s; let it finish, or stop it, "
+                    "then retry."
+                )
             self._check_file()
-            self._remove_stale_temps()
+            # Temp files are written only under the lock, so one found now was left by a run
+            # killed mid-save; it holds tokens, which must not linger beside the store.
+            remove_temps(self.path)
             yield _FileSession(self)
         finally:
             # Closing the descriptor releases the flock.
             os.close(lock_fd)
-
-    def _remove_stale_temps(self) -> None:
-        # Temp files are written only under the lock, so one found now was left by a run
-        # killed mid-save; it holds tokens, which must not linger beside the store.
-        for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-
-    def _acquire(self, lock_fd: int) -> None:
-        deadline = time.monotonic() + self._lock_timeout
-        while True:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TokenStoreError(
-                        f"Another tap-confluence run has held the token store {self.location} "
-                        f"for over {self._lock_timeout:.0f} s; let it finish, or stop it, "
-                        "then retry."
-                    ) from None
-                time.sleep(0.05)
-            else:
-                return
 
     # Sibling stores.
 
@@ -257,7 +202,7 @@ class FileTokenStore:
                     continue
             except (OSError, RuntimeError):  # a symlink loop is nobody's token store
                 continue
-            document = _peek(other)
+            document = peek_json(other, _MAX_STORE_BYTES)
             # Only token stores count: a tap config beside them has client_id and cloud_id
             # too, and a file moved to PostgreSQL holds no token any more.
             if (
@@ -309,7 +254,7 @@ class FileTokenStore:
 
         def opens_to_the_record(document: t.Any) -> None:
             if decode_record(document, self.location, self.cipher) != record:
-                raise _ReadBackError
+                raise ReadBackError
 
         try:
             self.write_document(encode_record(record, self.cipher), check=opens_to_the_record)
@@ -327,45 +272,24 @@ class FileTokenStore:
     ) -> None:
         """Atomically replace the store file with a JSON document; the old file survives errors.
 
-        The payload goes to a fresh temp file (O_EXCL, mode 0600) and is read back and parsed
-        (and ``check``-ed) before the rename, so a short write on a full disk can never replace
-        a good file with a cut one.
+        What was written is read back and parsed (and ``check``-ed) before the rename.
         """
         self._ensure_dir()
         payload = json.dumps(document, indent=2, sort_keys=True).encode()
-        tmp: str | None = None
-        try:
-            # mkstemp: an unpredictable name, created with O_EXCL, so no planted file or
-            # symlink is ever written through.
-            fd, tmp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-            )
-            try:
-                _write_all(fd, payload)
-                os.fsync(fd)
-                written = _read_all(fd)
-            finally:
-                os.close(fd)
-            if written != payload or json.loads(written) != document:
-                raise _ReadBackError
-            if check is not None:
-                check(json.loads(written))
-            os.replace(tmp, self.path)
-            tmp = None
-        except (OSError, ValueError, TokenStoreError) as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-            raise _UnsavedError(_reason(exc), self.location) from None
-        self._sync_directory()
 
-    def _sync_directory(self) -> None:
+        def parses_to_the_document(written: bytes) -> None:
+            parsed = json.loads(written)
+            if parsed != document:
+                raise ReadBackError
+            if check is not None:
+                check(parsed)
+
         try:
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_read_back(self.path, payload, parses_to_the_document)
+        except (OSError, ValueError, TokenStoreError) as exc:
+            raise _UnsavedError(_reason(exc), self.location) from None
+        try:
+            fsync_directory(self.path.parent)
         except OSError as exc:
             # The new file is in place; only its survival of a power cut is uncertain.
             logger.warning(
@@ -389,26 +313,9 @@ class _UnsavedError(TokenStoreError):
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
-        return os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return os_reason(exc)
     # A short or altered write, or a record that does not open again as it was written.
     return "what was read back differs from what was written"
-
-
-def _peek(path: Path) -> t.Any:
-    """Parse a sibling store file for its metadata, or None (never raises, follows no link)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_STORE_BYTES:
-            return None
-        return json.loads(_read_all(fd))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
 
 
 class _FileSession:

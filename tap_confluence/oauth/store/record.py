@@ -1,6 +1,6 @@
 """What a token store keeps for one site, and how it is written down (tokens sealed with a key).
 
-Shared by both backends (the file in token_store.py, the row in token_store_pg.py) and by
+Shared by both backends (the file in file.py, the row in postgres.py) and by
 tap-confluence-auth; it does no I/O.
 """
 
