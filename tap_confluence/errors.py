@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import requests
+import urllib3
 from singer_sdk.exceptions import FatalAPIError, FatalSyncError
 
 
@@ -39,3 +41,14 @@ class RunHaltedError(TapUserError):
 
 class HostUnreachableError(TapUserError):
     """A configured host refused the connection or does not resolve; the sentence names it."""
+
+
+# Below http/ and oauth/, which both tell an unreachable host from a failed request.
+def never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """Tell whether a request surely never reached the server (refused, unresolvable host)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason: object = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)

@@ -23,6 +23,7 @@ from tap_confluence.errors import (
     StreamAccessError,
     TapUserError,
     UnexpectedAnswerError,
+    never_sent,
 )
 from tap_confluence.http.limits import PageSizeGovernor
 from tap_confluence.http.retry import (
@@ -32,7 +33,6 @@ from tap_confluence.http.retry import (
     RetryingStream,
     StaleTokenError,
     Unreachable,
-    never_sent,
     requested_wait,
     setting_for_url,
     stop_sentence,

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import backoff
 import requests
-import urllib3
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import RetriableAPIError
 from typing_extensions import override
@@ -139,16 +138,6 @@ def stop_sentence(response: requests.Response, path: str, wait: float, cap: floa
         f"{head} {asks}, longer than max_retry_wait_seconds ({cap:.0f} s), so the run stopped "
         f"with its work kept; {rerun} and it resumes from the last state it emitted."
     )
-
-
-def never_sent(exc: requests.exceptions.ConnectionError) -> bool:
-    """Tell whether a request surely never reached the server (refused, unresolvable host)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason: object = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def setting_for_url(url: str) -> str:

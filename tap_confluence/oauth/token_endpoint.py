@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 import requests
 from singer_sdk.exceptions import RetriableAPIError
 
-from tap_confluence.errors import TapUserError
-from tap_confluence.http.retry import never_sent
+from tap_confluence.errors import TapUserError, never_sent
 
 if t.TYPE_CHECKING:
     from tap_confluence.redact import Secrets
