@@ -18,7 +18,7 @@ from singer_sdk import singerlib as singer
 
 from simulator.process import SimulatorProcess
 from tap_confluence.output import BlockWriter
-from tap_confluence.streams.audit.stream import AuditPage, ms_to_iso
+from tap_confluence.streams.audit.pages import AuditPage, ms_to_iso
 from tap_confluence.streams.audit.windows import (
     AuditWindowWalker,
     ListPage,

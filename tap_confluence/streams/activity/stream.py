@@ -24,7 +24,7 @@ from tap_confluence.errors import StreamAccessError
 from tap_confluence.http.paginators import CursorPaginator, NextLinkPaginator
 from tap_confluence.http.stream import ConfluenceStream
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
-from tap_confluence.sdk_compat import StateAtOwnPoints, tap_of, write_state_now
+from tap_confluence.sdk_compat import StateAtOwnPoints, write_state_now
 from tap_confluence.settings.rules import check_admin_settings
 from tap_confluence.streams.activity.ledger import (
     Latest,
@@ -32,8 +32,8 @@ from tap_confluence.streams.activity.ledger import (
     StateShapeError,
     millis,
 )
-from tap_confluence.streams.audit.stream import AUDIT_SCOPES, iso_to_ms, ms_to_iso
-from tap_confluence.streams.audit.windows import AuditWindowWalker
+from tap_confluence.streams.audit.pages import iso_to_ms, ms_to_iso
+from tap_confluence.streams.audit.reader import AUDIT_SCOPES, AuditReader
 from tap_confluence.streams.progress import log_progress_every
 from tap_confluence.streams.user_search import UserSearch
 
@@ -44,7 +44,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.http.limits import PageSizeGovernor
-    from tap_confluence.streams.audit.stream import AuditRecordsStream
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -229,18 +228,10 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
 
     def _walk_audit(self, latest: Latest, lo: int, until: int) -> int:
         """Offer every record in ``[lo, until]`` to ``latest``; return the requests sent."""
-        # The audit stream's own tuning: retention floor, compact pages, concurrent windows.
-        audit = t.cast("AuditRecordsStream", tap_of(self).streams["audit_records"])
-        requests_sent = 0
-        if until - lo > 366 * DAY_MS:
-            lo = max(lo, audit.retention_floor(until))
-            requests_sent += 1
-        walker = AuditWindowWalker(
-            audit.page_fetcher(self),
-            page_size=audit.page_size,
-            target_pages=audit.target_pages,
-            workers=audit.concurrency,
-        )
+        # Read as audit_records reads: retention floor, compact pages, concurrent windows.
+        reader = AuditReader(self)
+        lo = reader.start(lo, until)
+        walker = reader.walker()
         try:
             for window in walker.walk(lo, until):
                 latest.offer_audit(record for _, record in window.take())
@@ -250,7 +241,7 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
                 exc,
                 "the Confluence Administrator global permission and read:audit-log:confluence",
             ) from None
-        return requests_sent + walker.requests
+        return reader.probes + walker.requests
 
     # content: the newest page, blog post, comment or attachment each user created or updated.
 
