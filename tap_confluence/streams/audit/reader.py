@@ -14,7 +14,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_confluence.http.limits import PageSizeGovernor, RequestGate
 from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
 from tap_confluence.streams.audit.pages import AuditPage
-from tap_confluence.streams.audit.windows import AuditWindowWalker
+from tap_confluence.streams.audit.walker import AuditWindowWalker
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
