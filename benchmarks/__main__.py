@@ -32,7 +32,7 @@ from benchmarks.harness import (
     tap_argv,
 )
 from benchmarks.pipeline import run_pipeline
-from tap_confluence.streams.audit.stream import DEFAULT_CONCURRENCY
+from tap_confluence.streams.audit.reader import DEFAULT_CONCURRENCY
 
 SECTIONS = ("throughput", "memory", "requests", "latency", "pipeline")
 

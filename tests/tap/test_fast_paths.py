@@ -18,15 +18,11 @@ from singer_sdk import singerlib as singer
 
 from simulator.process import SimulatorProcess
 from tap_confluence.records.writer import BlockWriter
-from tap_confluence.streams.audit.stream import AuditPage, ms_to_iso
-from tap_confluence.streams.audit.windows import (
-    AuditWindowWalker,
-    ListPage,
-    Narrowed,
-    Window,
-    _Slot,
-    record_id,
-)
+from tap_confluence.streams.audit.ids import record_id
+from tap_confluence.streams.audit.pages import AuditPage, ms_to_iso
+from tap_confluence.streams.audit.walker import AuditWindowWalker, _Slot
+from tap_confluence.streams.audit.window_reader import Narrowed
+from tap_confluence.streams.audit.windows import ListPage, Window
 from tests.support.audit_log import Log
 from tests.support.tap_cli import run_tap, selected_catalog
 

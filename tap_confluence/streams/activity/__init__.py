@@ -1,1 +1,1 @@
-"""The user_activity stream and the ledger that decides what is new."""
+"""The user_activity stream, its three sources, and the ledger that decides what is new."""

@@ -1,1 +1,1 @@
-"""The audit_records stream: the stream, its pages and the window walker."""
+"""The audit log: the audit_records stream, and the reading of it user_activity shares."""

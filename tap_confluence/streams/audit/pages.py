@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import msgspec
 
 from tap_confluence.http.client import sent_limit
-from tap_confluence.streams.audit.windows import SORTED_JSON, canonical_json, record_digest
+from tap_confluence.streams.audit.ids import SORTED_JSON, canonical_json, record_digest
 
 if t.TYPE_CHECKING:
     import requests

@@ -7,15 +7,18 @@ import datetime as dt
 import time
 import typing as t
 
-from singer_sdk.exceptions import FatalAPIError
 from typing_extensions import override
 
-from tap_confluence.http.limits import PageSizeGovernor, RequestGate
 from tap_confluence.http.stream import ConfluenceStream
-from tap_confluence.settings.rules import AUDIT_CONCURRENCY_RANGE
 from tap_confluence.streams.audit.output import PageOutput, WindowDone, WindowStart
-from tap_confluence.streams.audit.pages import AuditPage, iso_to_ms, ms_to_iso
-from tap_confluence.streams.audit.windows import AuditWindowWalker
+from tap_confluence.streams.audit.pages import iso_to_ms, ms_to_iso
+from tap_confluence.streams.audit.reader import (
+    AUDIT_PATH,
+    AUDIT_SCOPES,
+    PAGE_SIZE,
+    AuditReader,
+    audit_concurrency,
+)
 from tap_confluence.streams.progress import log_progress_every
 
 if t.TYPE_CHECKING:
@@ -24,29 +27,8 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.sdk_compat import BaseBatchFileEncoding, BatchConfig
-    from tap_confluence.streams.audit.pages import Finished, Shapes
+    from tap_confluence.streams.audit.pages import AuditPage, Finished, Shapes
     from tap_confluence.streams.audit.windows import Page
-
-__all__ = [
-    "AUDIT_SCOPES",
-    "DEFAULT_CONCURRENCY",
-    "AuditPage",
-    "AuditRecordsStream",
-    "iso_to_ms",
-    "ms_to_iso",
-]
-
-AUDIT_SCOPES = (frozenset({"read:audit-log:confluence"}),)
-#: Windows fetched at once: enough to hide ~150 ms of latency per request (3.4 times faster
-#: than sequential paging in the benchmark), few enough to keep memory flat and stay polite
-#: to the API (each worker still honours 429 and Retry-After).
-DEFAULT_CONCURRENCY = 5
-#: Days per retention unit the audit API may answer with; others (FOREVER...) mean no floor.
-RETENTION_UNIT_DAYS = {"DAYS": 1, "WEEKS": 7, "MONTHS": 31, "YEARS": 366, "DECADES": 3653}
-#: Records a little older than the retention period may not be purged yet.
-RETENTION_SLACK_DAYS = 31
-#: The smallest page asked for after 502/504s on large pages.
-MIN_PAGE_SIZE = 100
 
 
 def keep_large_buffers_out_of_the_heap() -> None:
@@ -67,36 +49,11 @@ def keep_large_buffers_out_of_the_heap() -> None:
     mallopt(m_arena_max, 2)
 
 
-class AuditFetcher:
-    """Fetches audit pages for one walk: a request gate and a page size its workers share."""
-
-    def __init__(self, audit: AuditRecordsStream, url: str, caller: ConfluenceStream) -> None:
-        """Ask ``url`` at ``audit``'s page size and concurrency, as ``caller`` (its errors)."""
-        self._stream = caller
-        self._url = url
-        self._endpoint = audit.path
-        self.gate = RequestGate(audit.concurrency)
-        self.governor = PageSizeGovernor(audit.page_size, MIN_PAGE_SIZE)
-
-    def __call__(self, start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
-        """One page of ``[start_ms, end_ms]`` from ``offset``, newest first."""
-        params = {"startDate": start_ms, "endDate": end_ms, "start": offset, "limit": limit}
-        page = self._stream.fetch_json(
-            self._url,
-            params,
-            parse=AuditPage.from_response,
-            gate=self.gate,
-            governor=self.governor,
-            endpoint=self._endpoint,
-        )
-        return t.cast("AuditPage", page)
-
-
 class AuditRecordsStream(ConfluenceStream, PageOutput):
     """Audit log events (who did what, when); the record's hash is its id."""
 
     name = "audit_records"
-    path = "/wiki/rest/api/audit"
+    path = AUDIT_PATH
     primary_keys = ("cloudId", "id")
     replication_key = "createdAt"
     # Each window is emitted oldest first, after it has been read completely, so the
@@ -108,13 +65,9 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     permission_hint = (
         "the Confluence Administrator global permission for the account that granted the token"
     )
-    page_size = 1000
+    page_size = PAGE_SIZE
     # A backfill is what batch files are for (one per window, see get_batches).
     writes_batches = True
-    #: Pages per window the walker aims for: each window ends in one part-filled page, so
-    #: 20 keeps requests within a few percent of the minimum; windows wait as compressed
-    #: pages, so even several in flight stay small.
-    target_pages = 20
 
     #: The newest dated record emitted since the bookmark last moved.
     _newest_dated: dict[str, t.Any] | None = None
@@ -141,9 +94,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     @property
     def concurrency(self) -> int:
         """How many audit windows are fetched at once (``audit_concurrency``, 1 to 16)."""
-        low, high = AUDIT_CONCURRENCY_RANGE
-        wanted = int(self.config.get("audit_concurrency", DEFAULT_CONCURRENCY))
-        return max(low, min(high, wanted))
+        return audit_concurrency(self.config)
 
     def window_bounds(self, context: Context | None) -> tuple[int, int]:
         """``[lo, until]``: from the bookmark less the lookback (never before start_date) to now."""
@@ -155,26 +106,6 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
             floor = iso_to_ms(dt.datetime.fromisoformat(str(self.config["start_date"])))
             lo = max(lo, floor)
         return max(lo, 0), until
-
-    def retention_floor(self, until: int) -> int:
-        """Oldest time the log can still hold: its retention period plus a month of slack.
-
-        Confluence deletes records older than the retention period, so a backfill need not
-        probe decades of empty log for where the records begin. 0 when unknown.
-        """
-        try:
-            body = self.fetch_json(f"{self.url_base}{self.path}/retention")
-        except FatalAPIError:
-            return 0
-        days = RETENTION_UNIT_DAYS.get(str(body.get("units", "")).upper())
-        number = body.get("number")
-        if days is None or not isinstance(number, int) or number <= 0:
-            return 0
-        return max(0, until - int((number * days + RETENTION_SLACK_DAYS) * 86_400_000))
-
-    def page_fetcher(self, caller: ConfluenceStream | None = None) -> AuditFetcher:
-        """Fetch audit pages for one walk, as this stream or as ``caller`` (user_activity)."""
-        return AuditFetcher(self, f"{self.url_base}{self.path}", caller or self)
 
     @override
     def extract_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
@@ -266,15 +197,11 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
         shared = self.site.shared_audit
         if shared:
             shared.begin(lo, until)
-        if until - lo > 366 * 86_400_000:
-            # Only a first run or one after a long pause can reach past the retention period.
-            lo = max(lo, self.retention_floor(until))
+        reader = AuditReader(self)
+        lo = reader.start(lo, until)
         keep_large_buffers_out_of_the_heap()
         progress = log_progress_every(5.0)
         emitted = 0
-
-        fetch = self.page_fetcher()
-        gate = fetch.gate
 
         def on_window(w0: int, w1: int) -> None:
             if progress():
@@ -285,13 +212,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
                     ms_to_iso(w1),
                 )
 
-        walker = AuditWindowWalker(
-            fetch,
-            page_size=self.page_size,
-            target_pages=self.target_pages,
-            workers=self.concurrency,
-            on_window_start=on_window,
-        )
+        walker = reader.walker(on_window)
         self.logger.info(
             "audit_records: reading %s to %s (frozen at sync start).",
             ms_to_iso(lo),
@@ -335,13 +256,13 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
             walker.requests,
             walker.narrowed,
             walker.verifications,
-            gate.ceiling,
-            gate.lowest,
+            reader.fetch.gate.ceiling,
+            reader.fetch.gate.lowest,
             walker.cap or self.page_size,
             ", as the API caps them" if walker.cap else "",
         )
-        if fetch.governor.lowest < self.page_size:
+        if reader.fetch.governor.lowest < self.page_size:
             self.logger.info(
                 "audit_records: large pages timed out, so pages of down to %d were asked for.",
-                fetch.governor.lowest,
+                reader.fetch.governor.lowest,
             )
