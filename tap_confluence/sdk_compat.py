@@ -203,10 +203,6 @@ class VersionedStream(TableVersion):
         """Return when the tap started this run, in epoch milliseconds (as the SDK's versions)."""
         return int(tap_of(self).initialized_at)
 
-    def sibling_streams(self) -> list[Stream]:
-        """Every stream of this stream's tap."""
-        return list(tap_of(self).streams.values())
-
     @override
     def _write_schema_message(self) -> None:
         if self.schema_due():

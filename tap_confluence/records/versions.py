@@ -50,17 +50,20 @@ class FullTableVersions(VersionedStream):
         return False
 
     def mark_incomplete(self) -> None:
-        """Note that this run did not read the whole stream: no row may be called gone."""
+        """Note that this run did not read the whole stream: no row may be called gone.
+
+        Nor of its children's (a member list read for only some groups is not complete).
+        """
         self._read_complete = False
+        for child in self.child_streams:
+            if isinstance(child, FullTableVersions):
+                child.mark_incomplete()
 
     @property
     def read_complete(self) -> bool:
         """True when this run read the whole stream (for a child: its parent's too)."""
         # A record limit (`--test` syncs one record per stream) reads a sample, never all.
-        if not self._read_complete or self.ABORT_AT_RECORD_COUNT is not None:
-            return False
-        parents = [s for s in self.sibling_streams() if type(s) is self.parent_stream_type]
-        return all(t.cast("FullTableVersions", p).read_complete for p in parents)
+        return self._read_complete and self.ABORT_AT_RECORD_COUNT is None
 
     @override
     def schema_due(self) -> bool:

@@ -31,8 +31,6 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Auth
 
-    from tap_confluence.streams.activity.ledger import SharedAuditRead
-
 #: Settings whose values are secrets, scrubbed from any text the tap logs or raises.
 SECRET_SETTINGS = (
     "client_secret",
@@ -42,6 +40,19 @@ SECRET_SETTINGS = (
     "token_store_url",
     "token_store_key",
 )
+
+
+class AuditReadSink(t.Protocol):
+    """Takes audit_records' read of the log as it happens (user_activity's shared read)."""
+
+    def begin(self, start_ms: int, end_ms: int) -> None:
+        """Start a read of ``[start_ms, end_ms]``."""
+
+    def add(self, record: Mapping[str, t.Any]) -> None:
+        """Take in one record of a complete window."""
+
+    def finish(self) -> None:
+        """Mark the whole range as read."""
 
 
 class SiteConnection:
@@ -61,7 +72,8 @@ class SiteConnection:
         #: Streams that ended for want of a permission or a route (not a scope): the run fails.
         self.ended: list[StreamAccessError] = []
         #: The audit log read audit_records hands user_activity (None: nobody shares it).
-        self.shared_audit: SharedAuditRead | None = None
+        #: Typed by what audit_records calls, so this layer need not know the ledger above it.
+        self.shared_audit: AuditReadSink | None = None
 
     def configure(self, config: Mapping[str, t.Any], plan: AuthPlan | None) -> None:
         """Take the validated settings (the tap builds its streams before it parses them)."""

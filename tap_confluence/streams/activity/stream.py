@@ -30,6 +30,7 @@ from tap_confluence.streams.activity.content_source import (
     SEARCH_PATH,
     ContentSource,
 )
+from tap_confluence.streams.activity.ledger import SharedAuditRead
 from tap_confluence.streams.audit.pages import iso_to_ms, ms_to_iso
 from tap_confluence.streams.audit.reader import AUDIT_SCOPES
 
@@ -91,7 +92,10 @@ class UserActivityStream(StateAtOwnPoints, ConfluenceStream):
             overlap = int(minutes) * MINUTE_MS
         ledger = load_ledger(source, state, overlap, self._start_ms())
         if source == "audit":
-            latest = AuditSource(self, self.site.shared_audit).read(ledger.lower)
+            shared = self.site.shared_audit
+            # The tap puts a SharedAuditRead there when both streams are selected.
+            reused = shared if isinstance(shared, SharedAuditRead) else None
+            latest = AuditSource(self, reused).read(ledger.lower)
         else:
             latest = ContentSource(self).read(ledger.lower)
         emitted = 0
