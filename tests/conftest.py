@@ -146,3 +146,48 @@ def token_server() -> Iterator[Callable[..., TokenServer]]:
     for server in started:
         server.stop()
 
+
+# ---- running in parallel (pytest-xdist, `-n auto --dist loadgroup` in scripts/test) ----------
+
+#: The group of every test that needs the session's Meltano project: one worker installs its
+#: plugins once and runs those tests one after another, as they ran before xdist.
+MELTANO_GROUP = "meltano"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test an xdist group: its module's, or the Meltano one.
+
+    With `--dist loadgroup` a group runs on one worker, in order, so module-scoped fixtures
+    (a simulator, a pipeline loaded once) are still built once per module. Without xdist the
+    marks change nothing.
+    """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        group = MELTANO_GROUP if "meltano_project" in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+_WORKER_FIGURES: list[dict[str, Any]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Keep the reliability figures an xdist worker reports as it finishes."""
+    from tests.reliability.harness import FIGURES_KEY
+
+    figures = getattr(node, "workeroutput", {}).get(FIGURES_KEY)
+    if figures:
+        _WORKER_FIGURES.append(figures)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On the xdist controller, report the workers' reliability figures added up."""
+    if _WORKER_FIGURES:
+        from tests.reliability.harness import add_up_figures, write_figures
+
+        write_figures(add_up_figures(_WORKER_FIGURES))
