@@ -147,30 +147,11 @@ def token_server() -> Iterator[Callable[..., TokenServer]]:
         server.stop()
 
 
-# ---- running in parallel (pytest-xdist, `-n auto --dist loadgroup` in scripts/test) ----------
-
-#: The group of every test that needs the session's Meltano project: one worker installs its
-#: plugins once and runs those tests one after another, as they ran before xdist.
-MELTANO_GROUP = "meltano"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test an xdist group: its module's, or the Meltano one.
-
-    With `--dist loadgroup` a group runs on one worker, in order, so module-scoped fixtures
-    (a simulator, a pipeline loaded once) are still built once per module. Without xdist the
-    marks change nothing.
-    """
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        fixtures = getattr(item, "fixturenames", ())
-        group = MELTANO_GROUP if "meltano_project" in fixtures else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
+# ---- running in parallel (pytest-xdist, `-n auto --dist loadfile` in scripts/test) ----------
+# loadfile keeps a module's tests on one worker, so module fixtures are still built once; each
+# worker has its own session PostgreSQL and Meltano project, on free ports and in its own
+# temporary directory. (loadgroup would also pin the Meltano modules to one worker, but
+# pytest-xdist 3.8 cannot set the group on pytest 9's node ids, so its groups do nothing.)
 
 _WORKER_FIGURES: list[dict[str, Any]] = []
 
