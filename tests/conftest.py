@@ -153,6 +153,21 @@ def token_server() -> Iterator[Callable[..., TokenServer]]:
 # temporary directory. (loadgroup would also pin the Meltano modules to one worker, but
 # pytest-xdist 3.8 cannot set the group on pytest 9's node ids, so its groups do nothing.)
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, modules with a slow test go first (collection order otherwise).
+
+    With `--no-loadscope-reorder` xdist hands out modules in this order, so the long Meltano
+    and reliability modules start at once and the many short ones fill in beside them,
+    instead of one long module starting last and running alone. Every worker sorts alike, so
+    their collections still match.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 _WORKER_FIGURES: list[dict[str, Any]] = []
 
 
