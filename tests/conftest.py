@@ -6,7 +6,9 @@ say how to install it, so CI can never pass by running none of them.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,13 @@ from simulator.postgres import PostgresUnavailableError, ThrowawayPostgres
 from simulator.process import SimulatorProcess
 from tests.support.meltano import MELTANO, REPO, MeltanoProject, PipelineSite
 from tests.support.pg_store import TokenServer
+
+# This host exports PYTHONDONTWRITEBYTECODE=1, under which each of the suite's hundreds of tap,
+# simulator, Meltano and target processes compiles singer-sdk, SQLAlchemy or Meltano from
+# source again: a Meltano start-up costs 4 s instead of 1.3 s. Caching bytecode changes nothing
+# under test (an installed tap caches it too); tests about file limits still set it themselves.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 @pytest.fixture
@@ -136,3 +145,45 @@ def token_server() -> Iterator[Callable[..., TokenServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+# ---- running in parallel (pytest-xdist, `-n auto --dist loadfile` in scripts/test) ----------
+# loadfile keeps a module's tests on one worker, so module fixtures are still built once; each
+# worker has its own session PostgreSQL and Meltano project, on free ports and in its own
+# temporary directory. (loadgroup would also pin the Meltano modules to one worker, but
+# pytest-xdist 3.8 cannot set the group on pytest 9's node ids, so its groups do nothing.)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, modules with a slow test go first (collection order otherwise).
+
+    With `--no-loadscope-reorder` xdist hands out modules in this order, so the long Meltano
+    and reliability modules start at once and the many short ones fill in beside them,
+    instead of one long module starting last and running alone. Every worker sorts alike, so
+    their collections still match.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+_WORKER_FIGURES: list[dict[str, Any]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Keep the reliability figures an xdist worker reports as it finishes."""
+    from tests.reliability.harness import FIGURES_KEY
+
+    figures = getattr(node, "workeroutput", {}).get(FIGURES_KEY)
+    if figures:
+        _WORKER_FIGURES.append(figures)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On the xdist controller, report the workers' reliability figures added up."""
+    if _WORKER_FIGURES:
+        from tests.reliability.harness import add_up_figures, write_figures
+
+        write_figures(add_up_figures(_WORKER_FIGURES))

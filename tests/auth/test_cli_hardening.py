@@ -372,6 +372,7 @@ def _meltano_lines(out: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip().startswith("meltano ")]
 
 
+@pytest.mark.slow
 def test_login_prints_meltano_4_commands_for_the_plugin_its_prefix_names(
     login_runner: Callable[..., LoginProcess], simulator: SimulatorProcess, tmp_path: Path
 ) -> None:

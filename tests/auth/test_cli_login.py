@@ -116,6 +116,7 @@ def test_login_stores_a_refresh_token_the_tap_then_syncs_with(
     assert len(run.records("audit_records")) == SMALL["audit_records"]
 
 
+@pytest.mark.slow
 def test_login_twice_gives_each_attempt_its_own_state(
     login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
@@ -133,6 +134,7 @@ def test_login_twice_gives_each_attempt_its_own_state(
     assert states[0] != states[1]
 
 
+@pytest.mark.slow
 def test_a_callback_with_a_forged_state_is_rejected_and_nothing_is_stored(
     login_runner: LoginRunner, simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
@@ -283,6 +285,7 @@ def test_wrong_client_secret_is_named_after_consent_and_nothing_is_stored(
     assert _store_files(store_dir) == []
 
 
+@pytest.mark.slow
 def test_login_again_makes_a_stale_configured_refresh_token_lose(
     login_runner: LoginRunner, simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

@@ -99,6 +99,7 @@ def test_login_stores_the_token_sealed_in_postgresql_and_the_tap_syncs_from_it(
     assert sim.stats()["revoked_families"] == 0
 
 
+@pytest.mark.slow
 def test_status_lists_the_rows_without_tokens_and_flags_a_wrong_key(
     sim: SimulatorProcess, url: str, tmp_path: Path
 ) -> None:
@@ -124,6 +125,7 @@ def test_status_lists_the_rows_without_tokens_and_flags_a_wrong_key(
         assert secret not in ok.stdout + ok.stderr + wrong.stdout + wrong.stderr
 
 
+@pytest.mark.slow
 def test_migrate_moves_the_file_token_unspent_and_the_tap_goes_on_from_postgresql(
     sim: SimulatorProcess, url: str, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ def _token_states(sim: SimulatorProcess) -> dict[str, str]:
     return {t["token"]: t["state"] for t in sim.control("tokens")["refresh_tokens"]}
 
 
+@pytest.mark.slow
 def test_a_second_store_descending_from_the_same_refresh_token_is_refused(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
@@ -89,6 +90,7 @@ def test_a_second_store_for_the_same_client_and_site_is_refused(
     assert stored["client_id"] == sim.creds.client_id
 
 
+@pytest.mark.slow
 def test_sites_with_their_own_cloud_id_and_token_share_a_directory(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +9,7 @@ from typing import Any
 import pytest
 
 from simulator.process import SimulatorProcess
-from tests.reliability.harness import FIGURES, LEAKS
-
-FIGURES_PATH = Path(__file__).with_name("last-figures.json")
+from tests.reliability.harness import FIGURES, FIGURES_KEY, LEAKS, write_figures
 
 
 def _stop(sim: SimulatorProcess) -> None:
@@ -69,7 +65,8 @@ def leak_scan(tmp_path: Path) -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write the figures to stderr and last-figures.json when any reliability test ran."""
+    """Report the figures when any reliability test ran: an xdist worker hands its own to the
+    controller (tests/conftest.py adds them up), a serial run writes them itself."""
     if not FIGURES.counts:
         return
     FIGURES.notes["secrets_known"] = len(LEAKS.secrets)
@@ -77,5 +74,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     FIGURES.notes["bytes_scanned"] = LEAKS.bytes_scanned
     FIGURES.notes["token_stores_checked"] = LEAKS.stores_checked
     data = FIGURES.as_json()
-    FIGURES_PATH.write_text(json.dumps(data, indent=2) + "\n")
-    sys.stderr.write("\nreliability figures: " + json.dumps(data, indent=2) + "\n")
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[FIGURES_KEY] = data
+    else:
+        write_figures(data)

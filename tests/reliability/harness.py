@@ -67,6 +67,24 @@ class Figures:
 
 
 FIGURES = Figures()
+FIGURES_PATH = Path(__file__).with_name("last-figures.json")
+#: Where an xdist worker leaves its figures for the controller (``workeroutput``).
+FIGURES_KEY = "reliability_figures"
+
+
+def add_up_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the figures of several xdist workers: every count, fault and note is a number."""
+    total: dict[str, Any] = {"counts": Counter(), "faults_injected": Counter(), "notes": Counter()}
+    for part in parts:
+        for section, counter in total.items():
+            counter.update(part.get(section, {}))
+    return {section: dict(sorted(counter.items())) for section, counter in total.items()}
+
+
+def write_figures(data: dict[str, Any]) -> None:
+    """Write the figures to stderr and last-figures.json."""
+    FIGURES_PATH.write_text(json.dumps(data, indent=2) + "\n")
+    sys.stderr.write("\nreliability figures: " + json.dumps(data, indent=2) + "\n")
 
 
 class LeakWatch:

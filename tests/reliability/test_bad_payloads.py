@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from simulator.process import SimulatorProcess
 from tests.reliability.harness import FIGURES, Run, discover, run_inprocess, select_streams
 
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=25,
     deadline=None,

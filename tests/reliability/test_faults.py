@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
@@ -16,6 +18,8 @@ from tests.reliability.harness import (
     run_inprocess,
     tap_config,
 )
+
+pytestmark = pytest.mark.slow
 
 RETRY_LINE = re.compile(r"retry \d+ in (\d+\.\d) s after HTTP (\d+)")
 

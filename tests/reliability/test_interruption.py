@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
@@ -17,6 +19,8 @@ from tests.reliability.harness import (
     run_inprocess,
     start_process,
 )
+
+pytestmark = pytest.mark.slow
 
 KILLS = 20
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tests.reliability.harness import (
     FIGURES,
@@ -14,6 +16,8 @@ from tests.reliability.harness import (
     select_streams,
     tap_config,
 )
+
+pytestmark = pytest.mark.slow
 
 KEY = ("cloudId", "id")
 

@@ -25,6 +25,8 @@ from tests.reliability.harness import (
     tap_env,
 )
 
+pytestmark = pytest.mark.slow
+
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 20}
 ROTATION_RUNS = 200
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tests.support.tap_cli import TapRun, run_tap, run_tap_until_states
 
@@ -72,6 +74,7 @@ def test_late_records_inside_the_lookback_are_picked_up_next_run(
     assert sorted(r["creationDate"] for r in found) == sorted(late["creationDates"])
 
 
+@pytest.mark.slow
 def test_run_killed_mid_stream_resumes_from_its_last_state_without_losing_records(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
@@ -100,6 +103,7 @@ def test_run_killed_mid_stream_resumes_from_its_last_state_without_losing_record
     assert len(rest) < len(every_id), "the rerun started from the saved bookmark, not from scratch"
 
 
+@pytest.mark.slow
 def test_each_state_bookmarks_only_records_already_emitted_and_the_last_the_newest(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

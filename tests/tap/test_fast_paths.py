@@ -216,6 +216,7 @@ def test_an_incomplete_audit_page_is_refused_so_it_is_fetched_again(body: bytes)
         AuditPage(body, 1000)
 
 
+@pytest.mark.slow
 def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
@@ -232,6 +233,7 @@ def test_concurrent_backfill_under_rate_limits_emits_every_record_once_in_order(
     assert created == sorted(created), "oldest first across concurrently read windows"
 
 
+@pytest.mark.slow
 def test_backfill_requests_stay_near_records_per_page(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
@@ -248,6 +250,7 @@ def test_backfill_requests_stay_near_records_per_page(
     assert requests.get("audit_retention", 0) == 1
 
 
+@pytest.mark.slow
 def test_incremental_run_with_nothing_new_costs_at_most_three_audit_requests(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

@@ -276,6 +276,7 @@ def test_a_removed_route_ends_only_its_stream_with_a_sentence_naming_it(
 # OAuth's points quota.
 
 
+@pytest.mark.slow
 def test_a_spent_oauth_quota_stops_the_run_at_once_and_the_next_run_completes(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
@@ -340,6 +341,7 @@ def test_users_without_is_guest_or_time_zone_are_told_apart_by_their_listing(
 # No failed logins on purpose.
 
 
+@pytest.mark.slow
 def test_telling_a_scoped_token_from_a_classic_one_costs_one_failed_login_per_token(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

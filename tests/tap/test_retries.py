@@ -48,6 +48,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[Any]]:
         pytest.param({"reset_every": 5, "bad_json_every": 7}, id="reset-and-bad-json"),
     ],
 )
+@pytest.mark.slow
 def test_faults_are_retried_and_the_records_match_a_clean_run(
     simulator_factory: Callable[..., SimulatorProcess],
     tmp_path: Path,
@@ -85,6 +86,7 @@ def test_a_retry_after_longer_than_the_cap_is_never_retried_early(
     assert both == clean
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured_exactly_without_jitter(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

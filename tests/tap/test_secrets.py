@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tests.support.tap_cli import TapRun, run_tap
 
@@ -31,6 +33,7 @@ def _secrets(sim: SimulatorProcess) -> set[str]:
     return values
 
 
+@pytest.mark.slow
 def test_no_secret_appears_in_any_output_across_modes_and_failures(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from simulator.process import SimulatorProcess
 from tap_confluence.streams.users import BULK_MAX_IDS, BULK_MAX_QUERY_BYTES, bulk_batches
 from tests.support.tap_cli import run_tap
@@ -25,6 +27,7 @@ def test_bulk_batches_stay_under_200_ids_and_the_request_line_limit() -> None:
     assert [len(b) for b in bulk_batches([str(i) for i in range(450)])] == [200, 200, 50]
 
 
+@pytest.mark.slow
 def test_hitting_the_search_cap_is_reported_loudly_not_silently(
     simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
 ) -> None:
