@@ -12,17 +12,14 @@ import shlex
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 import requests
-from typing_extensions import override
 
 from simulator.process import SimulatorProcess
 from tap_confluence.oauth.store.crypto import TokenCipher, new_key
@@ -37,6 +34,7 @@ from tests.support.auth_cli import (
     run_cli,
     sim_env,
 )
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 10, "content": 2}
 MELTANO = REPO_ROOT / ".tools" / "meltano" / "bin" / "meltano"
@@ -172,7 +170,7 @@ class _HostileAtlassian:
         outer = self
         self.site_id = site_id
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _send(self, body: object) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(200)
@@ -197,19 +195,11 @@ class _HostileAtlassian:
                     [{"id": outer.site_id, "name": "x", "url": "https://x.example", "scopes": []}]
                 )
 
-            @override
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopbackServer(Handler)
+        self.url = f"http://127.0.0.1:{self.loop.port}"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.loop.stop()
 
 
 @pytest.fixture

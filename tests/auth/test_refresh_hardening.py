@@ -7,14 +7,11 @@ test runs the real tap CLI against the simulator.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typing_extensions import override
 
 from simulator.auth import SEED_SCOPES
 from simulator.process import SimulatorProcess
@@ -23,6 +20,7 @@ from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.oauth.store.record import TokenRecord, seed_fingerprint
 from tap_confluence.redact import Secrets
+from tests.support.loopback import LoopbackServer, QuietHandler
 from tests.support.tap_cli import run_tap
 
 SEED = "fake-refresh-token-seed-hardening"
@@ -39,7 +37,7 @@ class _Server:
         self.paths: list[str] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 outer.received.append(self.rfile.read(length))
@@ -52,20 +50,12 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(body)
 
-            @override
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.loop = LoopbackServer(Handler)
+        self.host = f"127.0.0.1:{self.loop.port}"
         self.url = f"http://{self.host}/oauth/token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.loop.stop()
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ A tiny loopback HTTP server plays the auth server here (real sockets, nothing mo
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typing_extensions import override
 
 from tap_confluence.errors import TapUserError
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.file import FileTokenStore
 from tap_confluence.redact import Secrets
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 SEED = "fake-refresh-token-seed-1"
 
@@ -31,7 +29,7 @@ class _TokenServer:
         self.received: list[dict[str, Any]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 outer.received.append(json.loads(self.rfile.read(length)))
@@ -50,19 +48,11 @@ class _TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            @override
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth/token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopbackServer(Handler)
+        self.url = f"http://127.0.0.1:{self.loop.port}/oauth/token"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.loop.stop()
 
 
 @pytest.fixture

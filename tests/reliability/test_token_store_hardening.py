@@ -10,14 +10,11 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typing_extensions import override
 
 from simulator.process import REPO_ROOT, SimulatorProcess
 from tests.reliability.harness import (
@@ -32,6 +29,7 @@ from tests.reliability.harness import (
     tap_env,
     write_inputs,
 )
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 SMALL = {"users": 3, "guests": 1, "groups": 2, "audit_records": 10}
 FILE_SIZE_LIMIT = 256
@@ -88,7 +86,7 @@ class _Redirector:
     """Answers every POST with a 307 to ``target``, as a hijacked or misconfigured host might."""
 
     def __init__(self, target: str) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.send_response(307)
@@ -96,19 +94,11 @@ class _Redirector:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            @override
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopbackServer(Handler)
+        self.url = f"http://127.0.0.1:{self.loop.port}"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.loop.stop()
 
 
 @pytest.fixture

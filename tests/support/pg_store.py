@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from typing_extensions import override
 
 from tap_confluence.oauth.authenticator import AtlassianOAuthAuthenticator
 from tap_confluence.oauth.store.crypto import new_key
 from tap_confluence.oauth.store.location import open_store
 from tap_confluence.oauth.store.postgres import PostgresTokenStore
 from tap_confluence.redact import Secrets
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 KEY = new_key()
 SEED = "fake-refresh-token-seed-pg"
@@ -29,7 +26,7 @@ class TokenServer:
         counter = itertools.count(1)
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 outer.received.append(json.loads(self.rfile.read(length)))
@@ -49,19 +46,11 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            @override
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth/token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopbackServer(Handler)
+        self.url = f"http://127.0.0.1:{self.loop.port}/oauth/token"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.loop.stop()
 
 
 def pg_store(
