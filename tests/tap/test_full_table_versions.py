@@ -162,3 +162,19 @@ def test_test_mode_reads_a_sample_and_activates_nothing(
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(run.records("users")) == 1
     assert not any(m["type"] == "ACTIVATE_VERSION" for m in run.messages)
+
+
+def test_memberships_are_not_activated_when_the_group_list_ended_early(
+    simulator_factory: Callable[..., SimulatorProcess], tmp_path: Path
+) -> None:
+    # group_members' own requests would all succeed; only its parent's listing breaks. Had
+    # the child activated its version, the target would soft-delete every membership.
+    sim = simulator_factory(users=20, guests=2, groups=3, audit_records=40, content=10)
+    sim.control("raw", {"route": "group", "body": ["not", "an", "object"]})
+    config = granted_config(sim, tmp_path) | {"max_retries": 2, "max_retry_wait_seconds": 1}
+    run = run_tap(tmp_path, config)
+    assert run.returncode == 1, "a stream that could not load fails the run"
+    assert "on every retry" in run.stderr
+    assert of_stream(run, "groups", "ACTIVATE_VERSION") == []
+    assert of_stream(run, "group_members", "ACTIVATE_VERSION") == []
+    assert len(of_stream(run, "users", "ACTIVATE_VERSION")) == 1
