@@ -6,12 +6,14 @@ kernel's own accounting (``wait4``), and request counts from the simulator's ``/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +30,22 @@ class ProcessRun:
     """What one measured process did."""
 
     seconds: float
+    #: Peak RSS of the process itself (its helpers' are in ``helpers_rss_mb``).
     max_rss_mb: float
     returncode: int
     stderr: str
     stdout_path: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds (user + system) of the process and every child it waited for.
+    cpu_seconds: float = 0.0
+    #: Sum of the peak RSS of each child process seen while it ran (the tap's helpers).
+    helpers_rss_mb: float = 0.0
+    helpers: int = 0
+
+    @property
+    def total_rss_mb(self) -> float:
+        """The process's peak RSS plus each helper's: never less than the run held at once."""
+        return self.max_rss_mb + self.helpers_rss_mb
 
     def check(self, what: str) -> None:
         """Fail loudly (with the stderr tail) if the process did not succeed."""
@@ -49,9 +62,13 @@ def run_measured(
     with out, err_path.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err, env=env)
-        # wait4 reports the peak RSS of exactly this child (ru_maxrss, KiB on Linux).
+        watcher = ChildPeaks(proc.pid)
+        # wait4 reports the peak RSS of this child (ru_maxrss, KiB on Linux; a reaped child
+        # of its own counts only if larger, so helpers are watched apart) and its CPU time
+        # with that of the children it waited for.
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        helpers_kib = watcher.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = err_path.read_text(errors="replace")
     err_path.unlink(missing_ok=True)
@@ -62,7 +79,56 @@ def run_measured(
         stderr=stderr,
         stdout_path=stdout,
         counts=record_counts(stderr),
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        helpers_rss_mb=sum(helpers_kib.values()) / 1024,
+        helpers=len(helpers_kib),
     )
+
+
+class ChildPeaks:
+    """Watches a process's children (the tap's helpers) and keeps each one's peak RSS.
+
+    Every 20 ms it reads ``VmHWM`` (the kernel's own peak RSS of a process) of each child in
+    ``/proc``; a child's peak is missed only if it grows in its last 20 ms.
+    """
+
+    def __init__(self, pid: int) -> None:
+        """Start watching the children of ``pid``."""
+        self._pid = pid
+        self.peaks: dict[int, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            for child in _children(self._pid):
+                kib = _vm_hwm_kib(child)
+                if kib:
+                    self.peaks[child] = max(self.peaks.get(child, 0), kib)
+
+    def stop(self) -> dict[int, int]:
+        """Stop watching; return each child's peak RSS in KiB."""
+        self._done.set()
+        self._thread.join()
+        return self.peaks
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def record_counts(stderr: str) -> dict[str, int]:

@@ -152,6 +152,14 @@ class TapConfluence(EndOfRunTap):
             description="Audit log time windows fetched at once during a backfill (1 to 16).",
         ),
         th.Property(
+            "audit_helper_processes",
+            th.IntegerType,
+            description=(
+                "Processes that decode and hash audit pages beside the tap during a backfill "
+                "(0 to 8; 0: none). Unset: one per core, up to 4, and none on one core."
+            ),
+        ),
+        th.Property(
             "content_lookback_minutes",
             th.IntegerType,
             default=30,

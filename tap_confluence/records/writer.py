@@ -70,11 +70,15 @@ class BlockWriter(MsgSpecWriter):
     def write_records(
         self,
         stream: str,
-        records: t.Iterable[dict[str, t.Any]],
+        records: t.Iterable[dict[str, t.Any] | bytes],
         version: int | None,
         extracted: dt.datetime | None,
     ) -> None:
-        """Queue ``write_record`` of each record: the same bytes, one message dict for all."""
+        """Queue ``write_record`` of each record: the same bytes, one message dict for all.
+
+        A record may come as its JSON, already encoded (as the SDK's encoder would): it is
+        put between the message's encoded head and tail as it is.
+        """
         message: dict[str, t.Any] = {"type": "RECORD", "stream": stream, "record": None}
         if version is not None:
             message["version"] = version
@@ -82,7 +86,15 @@ class BlockWriter(MsgSpecWriter):
             # Encoded once, not once per record: the same bytes.
             message["time_extracted"] = msgspec.Raw(sdk_encoder.encode(extracted))
         block, encode_into = self._block, sdk_encoder.encode_into
+        head = tail = b""
         for record in records:
+            if type(record) is bytes:
+                if not head:
+                    head, tail = message_frame(message)
+                block += head
+                block += record
+                block += tail
+                continue
             message["record"] = record
             encode_into(message, block, -1)
             block += b"\n"
@@ -100,3 +112,18 @@ class BlockWriter(MsgSpecWriter):
         """Never drop queued records, even if the tap forgets a final flush."""
         with contextlib.suppress(ValueError, OSError):
             self.flush()
+
+
+def message_frame(message: dict[str, t.Any]) -> tuple[bytes, bytes]:
+    """Return the encoded message's bytes before and after its ``record`` (with the newline).
+
+    msgspec writes a dict's keys in order, compactly, so a message is its keys before
+    ``record``, the record, then its keys after.
+    """
+    keys = list(message)
+    at = keys.index("record")
+    before = sdk_encoder.encode({k: message[k] for k in keys[:at]})
+    after = sdk_encoder.encode({k: message[k] for k in keys[at + 1 :]})
+    head = before[:-1] + (b',"record":' if len(before) > 2 else b'"record":')
+    tail = (b"," + after[1:] if len(after) > 2 else b"}") + b"\n"
+    return head, tail

@@ -155,6 +155,7 @@ def check_lookbacks(config: t.Mapping[str, t.Any]) -> None:
 
 #: Audit windows fetched at once: the audit stream uses a value in this range.
 AUDIT_CONCURRENCY_RANGE = (1, 16)
+AUDIT_HELPERS_RANGE = (0, 8)
 
 
 def settings_warnings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -> list[str]:
@@ -176,6 +177,13 @@ def settings_warnings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -
         warnings.append(
             f"audit_concurrency {value} is outside {low} to {high}, so {used} audit windows "
             "are fetched at once."
+        )
+    value = config.get("audit_helper_processes")
+    low, high = AUDIT_HELPERS_RANGE
+    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+        used = min(max(value, low), high)
+        warnings.append(
+            f"audit_helper_processes {value} is outside {low} to {high}, so {used} are used."
         )
     return warnings
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from simulator.process import SimulatorProcess
-from tap_confluence.streams.audit.ids import record_id
 from tap_confluence.streams.audit.output import remove_loaded_batch_files
+from tap_confluence.streams.audit.rows import record_id
 from tests.support.tap_cli import TapRun, run_tap, selected_catalog
 
 FAST_PATH = "records go out a page at a time"

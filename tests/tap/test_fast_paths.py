@@ -18,8 +18,8 @@ from singer_sdk import singerlib as singer
 
 from simulator.process import SimulatorProcess
 from tap_confluence.records.writer import BlockWriter
-from tap_confluence.streams.audit.ids import record_id
-from tap_confluence.streams.audit.pages import AuditPage, ms_to_iso
+from tap_confluence.streams.audit.pages import AuditPage
+from tap_confluence.streams.audit.rows import Shapes, ms_to_iso, record_id, record_of
 from tap_confluence.streams.audit.walker import AuditWindowWalker, _Slot
 from tap_confluence.streams.audit.window_reader import Narrowed
 from tap_confluence.streams.audit.windows import ListPage, Window
@@ -369,15 +369,16 @@ def test_finished_page_records_carry_the_ids_and_dates_digested_gives() -> None:
     assert sorted(g for _, g, _ in digested) == [
         bytes.fromhex(h) for h in sorted(e[1] for e in finished)
     ]
-    for (_, digest, api_row), (_, _, row, ok) in zip(digested, finished, strict=True):
+    for (_, digest, api_row), entry in zip(digested, finished, strict=True):
+        row, ok = record_of(entry), entry[3]
         assert row["id"] == digest.hex() == record_id(api_row)
         expected = ms_to_iso(api_row["creationDate"]) if "creationDate" in api_row else None
         assert row["createdAt"] == expected
         assert row["cloudId"] == "cloud"
         assert ok is False  # no shape is known good yet
     # A shape once known good is recognised.
-    row = finished[0][2]
-    good = {(tuple(row), tuple(map(type, row.values())))}
+    row = record_of(finished[0])
+    good: Shapes = {(tuple(row), tuple(map(type, row.values())))}
     again = AuditPage(body, 1000).finished("cloud", good)
     assert all(e[3] for e in again[:300])
     assert not again[300][3]

@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
-from tap_confluence.streams.audit.ids import record_id
+from tap_confluence.streams.audit.rows import record_id
 from tap_confluence.streams.audit.walker import AuditWindowWalker
 from tap_confluence.streams.audit.windows import Window
 from tests.support.audit_log import Log

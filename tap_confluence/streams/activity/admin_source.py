@@ -22,7 +22,7 @@ from tap_confluence.sdk_compat import write_state_now
 from tap_confluence.streams.activity.bookmarks import save_ledger, unusable_state
 from tap_confluence.streams.activity.ledger import StateShapeError, millis
 from tap_confluence.streams.activity.source import ActivitySource, json_object
-from tap_confluence.streams.audit.pages import iso_to_ms
+from tap_confluence.streams.audit.rows import iso_to_ms
 from tap_confluence.streams.progress import log_progress_every
 from tap_confluence.streams.user_search import UserSearch
 

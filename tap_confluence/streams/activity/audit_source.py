@@ -12,8 +12,8 @@ import typing as t
 from tap_confluence.errors import StreamAccessError
 from tap_confluence.streams.activity.ledger import Latest
 from tap_confluence.streams.activity.source import ActivitySource
-from tap_confluence.streams.audit.pages import ms_to_iso
 from tap_confluence.streams.audit.reader import AuditReader
+from tap_confluence.streams.audit.rows import ms_to_iso
 
 if t.TYPE_CHECKING:
     from tap_confluence.http.stream import ConfluenceStream

@@ -7,7 +7,7 @@ import typing as t
 from tap_confluence.errors import StreamAccessError
 from tap_confluence.streams.activity.ledger import Ledger, StateShapeError
 from tap_confluence.streams.activity.source import iso_ms
-from tap_confluence.streams.audit.pages import ms_to_iso
+from tap_confluence.streams.audit.rows import ms_to_iso
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping

@@ -6,7 +6,7 @@ import datetime as dt
 import typing as t
 
 from tap_confluence.errors import StreamAccessError
-from tap_confluence.streams.audit.pages import iso_to_ms
+from tap_confluence.streams.audit.rows import iso_to_ms
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping

@@ -31,8 +31,8 @@ from tap_confluence.streams.activity.content_source import (
     ContentSource,
 )
 from tap_confluence.streams.activity.ledger import SharedAuditRead
-from tap_confluence.streams.audit.pages import iso_to_ms, ms_to_iso
 from tap_confluence.streams.audit.reader import AUDIT_SCOPES
+from tap_confluence.streams.audit.rows import iso_to_ms, ms_to_iso
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

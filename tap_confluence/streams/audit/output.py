@@ -26,7 +26,7 @@ from singer_sdk.contrib.msgspec import encoder as sdk_encoder
 from tap_confluence.records.shaping import ShapedRecords
 from tap_confluence.records.writer import BlockWriter
 from tap_confluence.sdk_compat import OwnRecordLoop
-from tap_confluence.streams.audit.pages import iso_to_ms
+from tap_confluence.streams.audit.rows import iso_to_ms
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -34,7 +34,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.sdk_compat import BaseBatchFileEncoding, BatchConfig, StorageTarget
-    from tap_confluence.streams.audit.pages import Finished, Shapes
+    from tap_confluence.streams.audit.rows import Finished, Shapes
 
 #: zlib level of gzip batch files: level 1 is several times faster than gzip's default 9
 #: and these files live only until they are loaded.
@@ -86,9 +86,12 @@ class PageOutput(OwnRecordLoop, ShapedRecords):
     def guarded(self, items: Iterable[t.Any]) -> Iterator[t.Any]:
         """Yield ``items``; lacking access ends only this stream."""
 
-    def _shaped(self, chunk: list[Finished]) -> list[dict[str, t.Any]]:
-        # A shape seen before goes out as is; any other is checked (and remembered).
-        return [e[2] if e[3] else self._selected_record(e[2]) for e in chunk]
+    def _shaped(self, chunk: list[Finished]) -> list[dict[str, t.Any] | bytes]:
+        # A shape seen before goes out as is (encoded already, if a helper finished it);
+        # any other is checked (and remembered).
+        return [
+            e[2] if e[3] else self._selected_record(t.cast("dict[str, t.Any]", e[2])) for e in chunk
+        ]
 
     def write_record_pages(self) -> None:
         """Write every record as RECORD messages, a page at a time, with STATE per window."""
@@ -129,7 +132,6 @@ class PageOutput(OwnRecordLoop, ShapedRecords):
         encoding, storage = batch_config.encoding, batch_config.storage
         stem = f"{storage.prefix or ''}{self.name}-{_safe(self.site_id())}"
         remove_loaded_batch_files(self, storage.root, stem)
-        encode_lines = sdk_encoder.encode_lines
         self.logger.info("%s: batch files go out one per window (the fast path).", self.name)
         record_counter = self.get_record_counter()
         timer = self.get_sync_timer()
@@ -154,11 +156,25 @@ class PageOutput(OwnRecordLoop, ShapedRecords):
                         yield encoding, [url]
                 elif item:
                     rows = self._shaped(item)
-                    files.write(window_end, encode_lines(rows))
+                    files.write(window_end, jsonl(rows))
                     self.note_newest(item)
                     record_counter.increment(len(rows))
             self.end_own()
         self.finalize_own()
+
+
+def jsonl(rows: list[dict[str, t.Any] | bytes]) -> bytes:
+    """Encode the rows as JSON lines as the SDK's encoder does; encoded rows go as they are."""
+    if not any(type(row) is bytes for row in rows):
+        return sdk_encoder.encode_lines(rows)
+    out = bytearray()
+    for row in rows:
+        if type(row) is bytes:
+            out += row
+        else:
+            sdk_encoder.encode_into(row, out, -1)
+        out += b"\n"
+    return bytes(out)
 
 
 class WindowFiles:

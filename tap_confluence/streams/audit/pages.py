@@ -1,13 +1,11 @@
 """Audit pages as they wait for their window, and the rows they become when it is emitted.
 
-Kept apart from the stream so the per-record work of a backfill is in one place: decoding a
-page once, the record id (sha256 of the canonical JSON), and ``createdAt``.
+A page waits compressed; when its window is emitted it is decoded once and each record gets
+its id, ``createdAt`` and ``cloudId`` (``rows.py``), here or in a helper process.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import hashlib
 import threading
 import typing as t
@@ -17,10 +15,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import msgspec
 
 from tap_confluence.http.client import sent_limit
-from tap_confluence.streams.audit.ids import SORTED_JSON, canonical_json, record_digest
+from tap_confluence.streams.audit.rows import (
+    SORTED_JSON,
+    Finished,
+    Shapes,
+    decode_rows,
+    finish_rows,
+    record_digest,
+)
 
 if t.TYPE_CHECKING:
     import requests
+
+    from tap_confluence.streams.audit.workers import PagePool
 
 
 class _Dated(msgspec.Struct):
@@ -32,18 +39,9 @@ class _Envelope(msgspec.Struct):
     limit: int | None = None
 
 
-class _Rows(msgspec.Struct):
-    results: list[dict[str, t.Any]] = msgspec.field(default_factory=list)
-
-
 _read_dates = msgspec.json.Decoder(_Envelope).decode
 
-
-#: ``(date, id, record, ok)``: the id is the digest in hex, which sorts as the digest does;
-#: ``ok`` when the record's shape is one already checked.
-Finished = tuple[int, str, dict[str, t.Any], bool]
-#: Shapes (field names, value types) of records known to go out unchanged.
-Shapes = set[tuple[tuple[str, ...], tuple[type, ...]]]
+__all__ = ["AuditPage", "Finished", "Shapes"]
 
 _unpacker: ThreadPoolExecutor | None = None
 _unpacker_lock = threading.Lock()
@@ -65,7 +63,17 @@ class AuditPage:
     are built once, when the window is emitted, so windows read ahead cost little memory.
     """
 
-    __slots__ = ("_body", "_raw", "asked", "count", "echoed", "newest", "oldest", "undated")
+    __slots__ = (
+        "_body",
+        "_done",
+        "_raw",
+        "asked",
+        "count",
+        "echoed",
+        "newest",
+        "oldest",
+        "undated",
+    )
 
     def __init__(self, body: bytes, asked: int) -> None:
         """Read the dates (an incomplete body raises ValueError, so it is fetched again).
@@ -85,6 +93,8 @@ class AuditPage:
         # shrinks them 12-fold), and zlib lets other threads run meanwhile.
         self._body = zlib.compress(body, 3)
         self._raw: Future[bytes] | None = None
+        #: The page's finished rows, coming from a helper process (``finish_soon``).
+        self._done: Future[list[Finished]] | None = None
 
     @classmethod
     def from_response(cls, response: requests.Response) -> AuditPage:
@@ -93,21 +103,19 @@ class AuditPage:
 
     def warm(self) -> None:
         """Start decompressing the page, to be read next, while the one before is worked on."""
-        if self._raw is None:
+        if self._raw is None and self._done is None:
             self._raw = _unpack_soon(self._body)
+
+    def finish_soon(self, pool: PagePool, cloud_id: str | None, good: Shapes) -> None:
+        """Have a helper process finish the page (once), for ``finished`` to collect."""
+        if self._done is None and self._raw is None and pool.usable:
+            self._done = pool.submit(self._body, cloud_id, good)
 
     def _rows(self) -> tuple[list[dict[str, t.Any]], bool]:
         """Decode the page's records; say whether any value in them is a float."""
         raw = self._raw.result() if self._raw is not None else zlib.decompress(self._body)
         self._raw = None
-        floats: list[bool] = []
-
-        def note_float(value: t.Any) -> float:
-            floats.append(True)
-            return float(value)
-
-        rows = msgspec.json.Decoder(_Rows, float_hook=note_float).decode(raw).results
-        return rows, bool(floats)
+        return decode_rows(raw)
 
     def digested(self) -> list[tuple[int, bytes, dict[str, t.Any]]]:
         """``(creationDate or 0, digest, record)`` per record; digests as ``record_id``'s."""
@@ -124,80 +132,12 @@ class AuditPage:
     def finished(self, cloud_id: str | None, good: Shapes | None) -> list[Finished]:
         """Each record as it goes out, with ``id``, ``createdAt`` (and ``cloudId``) set.
 
-        One pass per record for everything a backfill does to it: the digest of its API
-        fields, its id and ``createdAt``, and whether its shape is in ``good`` (``ok``; if
-        not, the caller checks it field by field; ``good`` None: never, the SDK checks).
-        ``ms_to_iso`` is inlined: records in time order share their day.
+        ``rows.finish_rows`` does it, here, or in a helper process if ``finish_soon`` sent
+        the page to one (its ``ok`` records then come encoded). A helper's failure raises
+        ``HelperError``; ``finished`` again then does the work here.
         """
+        done, self._done = self._done, None
+        if done is not None:
+            return done.result()
         rows, floats = self._rows()
-        sha256 = hashlib.sha256
-        canonical: t.Callable[[dict[str, t.Any]], bytes] = (
-            canonical_json if floats else SORTED_JSON.encode
-        )
-        out: list[Finished] = []
-        append = out.append
-        day_of, day = None, ""
-        minutes, seconds, millis = _ISO_MINUTES, _ISO_SECONDS, _ISO_MILLIS
-        for row in rows:
-            # The id covers the API's fields only: digest before adding any.
-            record_id = row["id"] = sha256(canonical(row)).hexdigest()
-            created = row.get("creationDate")
-            if type(created) is int:
-                days, rest = divmod(created, 86_400_000)
-                if days != day_of:
-                    day_of, day = days, _iso_day(days)
-                minute, rest = divmod(rest, 60_000)
-                row["createdAt"] = (
-                    day + minutes[minute] + seconds[rest // 1000] + millis[rest % 1000]
-                )
-            else:
-                # Delivered, not dropped: the row keeps its place in the window's order
-                # but cannot move the bookmark (the SDK skips null keys).
-                row["createdAt"] = None
-            if cloud_id is not None:
-                row["cloudId"] = cloud_id
-            append(
-                (
-                    created or 0,
-                    record_id,
-                    row,
-                    good is not None and (tuple(row), tuple(map(type, row.values()))) in good,
-                )
-            )
-        return out
-
-
-#: Proleptic Gregorian ordinal of 1970-01-01, day 0 of epoch milliseconds.
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-
-
-@functools.lru_cache(maxsize=64)
-def _iso_day(day: int) -> str:
-    return dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
-
-
-#: "THH:MM:" for each minute of the day, "SS." for each second, "mmmZ" for each millisecond.
-_ISO_MINUTES = tuple(f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
-_ISO_SECONDS = tuple(f"{s:02d}." for s in range(60))
-_ISO_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
-
-
-def _iso_minute(minute: int) -> str:
-    """``YYYY-MM-DDTHH:MM:`` of an epoch minute."""
-    day, minute = divmod(minute, 1440)
-    return _iso_day(day) + _ISO_MINUTES[minute]
-
-
-def ms_to_iso(ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds, e.g. 2026-01-31T09:15:02.123Z."""
-    # Records in time order mostly share their day; below it, tables and plain arithmetic.
-    minute, ms = divmod(ms, 60_000)
-    second, ms = divmod(ms, 1000)
-    return _iso_minute(minute) + _ISO_SECONDS[second] + _ISO_MILLIS[ms]
-
-
-def iso_to_ms(value: dt.datetime) -> int:
-    """Convert a datetime (naive means UTC) to epoch milliseconds."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
+        return finish_rows(rows, floats, cloud_id, good)

@@ -10,8 +10,8 @@ import typing as t
 from typing_extensions import override
 
 from tap_confluence.http.stream import ConfluenceStream
+from tap_confluence.streams.audit.finisher import PageFinisher
 from tap_confluence.streams.audit.output import PageOutput, WindowDone, WindowStart
-from tap_confluence.streams.audit.pages import iso_to_ms, ms_to_iso
 from tap_confluence.streams.audit.reader import (
     AUDIT_PATH,
     AUDIT_SCOPES,
@@ -19,6 +19,8 @@ from tap_confluence.streams.audit.reader import (
     AuditReader,
     audit_concurrency,
 )
+from tap_confluence.streams.audit.rows import iso_to_ms, ms_to_iso, record_of
+from tap_confluence.streams.audit.workers import helpers_wanted
 from tap_confluence.streams.progress import log_progress_every
 
 if t.TYPE_CHECKING:
@@ -27,8 +29,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_confluence.sdk_compat import BaseBatchFileEncoding, BatchConfig
-    from tap_confluence.streams.audit.pages import AuditPage, Finished, Shapes
-    from tap_confluence.streams.audit.windows import Page
+    from tap_confluence.streams.audit.rows import Finished, Shapes
 
 
 def keep_large_buffers_out_of_the_heap() -> None:
@@ -116,8 +117,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
                 # Resumed only after the SDK wrote the window's last record and noted it.
                 self.window_done()
             elif not isinstance(item, WindowStart):
-                for entry in item:
-                    yield entry[2]
+                yield from map(record_of, item)
 
     @override
     def window_done(self) -> None:
@@ -174,10 +174,10 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
     def note_newest(self, chunk: list[Finished]) -> None:
         """Note the newest dated record of a chunk written (the bookmark moves per window)."""
         # Records are in date order, undated first: the last dated one is the newest.
-        newest = chunk[-1][2]
+        newest = record_of(chunk[-1])
         if newest["createdAt"] is not None:
             self._newest_dated = newest
-        elif dated := [e[2] for e in chunk if e[2]["createdAt"] is not None]:
+        elif dated := [r for r in map(record_of, chunk) if r["createdAt"] is not None]:
             self._newest_dated = dated[-1]
 
     @override
@@ -219,20 +219,21 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
             ms_to_iso(until),
         )
 
-        def read(page: Page) -> list[Finished]:
-            return t.cast("AuditPage", page).finished(cloud_id, good)
-
+        finisher = PageFinisher(
+            cloud_id, good, helpers=0 if shared else helpers_wanted(self.config), logger=self.logger
+        )
         for window in walker.walk(lo, until):
             yield WindowStart(window.start_ms, window.end_ms)
+            finisher.start(window)
             undated = 0
-            for entries in window.take_chunks(read):
+            for entries in window.take_chunks(finisher.read, finisher.prepare, finisher.ahead):
                 if entries and not entries[0][0]:
                     # Undated records sort first (as 0).
-                    undated += sum(e[2]["createdAt"] is None for e in entries)
+                    undated += sum(record_of(e)["createdAt"] is None for e in entries)
                 if shared:
                     # Before the records go out: selection may strip fields from them.
                     for entry in entries:
-                        shared.add(entry[2])
+                        shared.add(record_of(entry))
                 emitted += len(entries)
                 yield entries
             if undated:

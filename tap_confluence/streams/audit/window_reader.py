@@ -17,7 +17,7 @@ import typing as t
 from tap_confluence.streams.audit.windows import ListPage, Window
 
 if t.TYPE_CHECKING:
-    from tap_confluence.streams.audit.ids import Record
+    from tap_confluence.streams.audit.rows import Record
     from tap_confluence.streams.audit.windows import Page
 
 #: fetch(start_ms, end_ms, offset, limit) -> one page of records, newest first.

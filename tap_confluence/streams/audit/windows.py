@@ -11,7 +11,7 @@ import bisect
 import operator
 import typing as t
 
-from tap_confluence.streams.audit.ids import Record, record_digest
+from tap_confluence.streams.audit.rows import Record, record_digest
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -88,11 +88,18 @@ class Window:
             for _, digest, record in chunk:
                 yield digest.hex(), record
 
-    def take_chunks(self, read: Callable[[Page], list[Entry]]) -> Iterator[list[Entry]]:
+    def take_chunks(
+        self,
+        read: Callable[[Page], list[Entry]],
+        prepare: Callable[[Page], None] | None = None,
+        ahead: int = 1,
+    ) -> Iterator[list[Entry]]:
         """Yield the window's entries sorted by (date, digest), each digest once.
 
         ``read`` turns a page into entries, ``(date, digest, ...)`` per record (``digested``
         gives ``(date, digest, record)``); the window is read once, by whoever takes it.
+        ``prepare`` (``Page.warm`` by default) is called for each page before it is read
+        and for the ``ahead`` pages to be read after it, so their work can start meanwhile.
 
         Pages arrive newest first, each a slice of time that shares at most its boundary
         millisecond with the next. So the pages are taken oldest first, each decoded once,
@@ -113,12 +120,16 @@ class Window:
                 floor = oldest if floor is None else min(floor, oldest)
         pending: list[Entry] = []
         last = b""
+        ready_up = prepare or _warm
         while pages:
-            # Oldest first, each page dropped as soon as it is decoded; the next one is made
-            # ready meanwhile (an AuditPage decompresses, which other threads can do at once).
+            # Oldest first, each page dropped as soon as it is decoded; the next ones are made
+            # ready meanwhile (an AuditPage decompresses, which other threads can do at once,
+            # or goes to a helper process).
             page = pages.pop()
-            if pages:
-                pages[-1].warm()
+            if prepare is not None:
+                ready_up(page)
+            for upcoming in reversed(pages[max(0, len(pages) - ahead) :]):
+                ready_up(upcoming)
             entries = read(page)
             del page
             if self.trim:
@@ -147,6 +158,10 @@ class Window:
 
 def _digested(page: Page) -> list[tuple[int, bytes, Record]]:
     return page.digested()
+
+
+def _warm(page: Page) -> None:
+    page.warm()
 
 
 #: Sort keys: (date, digest) and the date (C-level, called once per record).
