@@ -155,6 +155,7 @@ def check_lookbacks(config: t.Mapping[str, t.Any]) -> None:
 
 #: Audit windows fetched at once: the audit stream uses a value in this range.
 AUDIT_CONCURRENCY_RANGE = (1, 16)
+#: Helper processes of an audit backfill: the audit stream uses a value in this range.
 AUDIT_HELPERS_RANGE = (0, 8)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tap_confluence.streams.audit.stream import AuditRecordsStream
+from tap_confluence.streams.audit.workers import helpers_wanted
 from tap_confluence.tap import TapConfluence
 from tests.support.tap_cli import REPO_ROOT, write_json
 
@@ -75,6 +76,19 @@ def test_audit_concurrency_out_of_range_says_what_is_used(
     audit = tap.streams["audit_records"]
     assert isinstance(audit, AuditRecordsStream)
     assert audit.concurrency == used
+
+
+@pytest.mark.parametrize(("given", "used"), [(40, 8), (-1, 0)])
+def test_audit_helper_processes_out_of_range_says_what_is_used(
+    tmp_path: Path, given: int, used: int
+) -> None:
+    warned = warnings_of(tmp_path, {**TOKEN, "audit_helper_processes": given})
+    assert len(warned) == 1, warned
+    assert warned[0].endswith(
+        f"audit_helper_processes {given} is outside 0 to 8, so {used} are used."
+    )
+    # The number told is the number the backfill would start.
+    assert helpers_wanted({"audit_helper_processes": given}) == used
 
 
 def test_a_clean_config_gets_no_warning(tmp_path: Path) -> None:
