@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 total=sizes.licensed + sizes.guests,
             )  # fmt: skip
         if "memory" in chosen:
-            report.say("\n3. Peak memory (RSS) of the tap process")
+            report.say("\n3. Peak memory (RSS) of the tap and its helper processes, summed")
             memory(report, work, root, sizes)
         if "requests" in chosen:
             report.say("\n4. HTTP requests against the minimum the API allows")

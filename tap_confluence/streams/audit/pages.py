@@ -41,8 +41,6 @@ class _Envelope(msgspec.Struct):
 
 _read_dates = msgspec.json.Decoder(_Envelope).decode
 
-__all__ = ["AuditPage", "Finished", "Shapes"]
-
 _unpacker: ThreadPoolExecutor | None = None
 _unpacker_lock = threading.Lock()
 
