@@ -2,7 +2,8 @@
 
 One simulator of 45,000 audit records (three windows) is read four ways, once each: through
 the page-at-a-time path, through the SDK's own record loop (an empty stream map forces it),
-as gzip batch files, and as batch files again with the first batch run's state.
+as gzip batch files, and as batch files again with the first batch run's state. The fast and
+batch paths have helper processes finish their pages; the SDK's loop does not.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.support.tap_cli import TapRun, run_tap, selected_catalog
 
 FAST_PATH = "records go out a page at a time"
 BATCH_PATH = "batch files go out one per window"
+HELPERS = "2 helper processes finish the pages of this backfill"
 RECORDS = 45_000
 ADDED = ("id", "createdAt", "cloudId")
 
@@ -118,7 +120,9 @@ def four_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FourRuns]:
     sim = SimulatorProcess(tmp / "sim", audit_records=RECORDS)
     try:
         catalog = selected_catalog(tmp, sim, "audit_records")
-        config = sim.tap_config("classic_token", audit_concurrency=3)
+        # Helper processes finish the pages of the fast and batch paths (whatever the cores);
+        # the SDK's loop finishes them in the tap's own process.
+        config = sim.tap_config("classic_token", audit_concurrency=3, audit_helper_processes=2)
         fast = run_tap(tmp, config, catalog=catalog)
         sdk = run_tap(tmp, _sdk_loop_config(sim, audit_concurrency=3), catalog=catalog)
         root = tmp / "batches"
@@ -138,6 +142,8 @@ def test_page_at_a_time_records_and_states_equal_the_sdk_loops(four_runs: FourRu
     assert fast.returncode == sdk.returncode == 0, fast.stderr[-2000:] + sdk.stderr[-2000:]
     assert FAST_PATH in fast.stderr
     assert FAST_PATH not in sdk.stderr
+    assert HELPERS in fast.stderr
+    assert HELPERS not in sdk.stderr
     records = fast.records("audit_records")
     assert len(records) == RECORDS
     assert all(r["id"] == record_id({k: r[k] for k in r if k not in ADDED}) for r in records[:500])
@@ -155,6 +161,7 @@ def test_batch_files_hold_the_records_of_the_record_path_one_file_per_window(
     run = four_runs.batches
     assert run.returncode == 0, run.stderr[-2000:]
     assert BATCH_PATH in run.stderr
+    assert HELPERS in run.stderr
     assert not run.records("audit_records"), "batches instead of RECORD messages"
     batches = [m for m in run.messages if m["type"] == "BATCH"]
     assert len(batches) >= 3
