@@ -171,21 +171,16 @@ def settings_warnings(config: t.Mapping[str, t.Any], known: t.Collection[str]) -
             f"did you mean {close[0]}?" if close else "tap-confluence --about lists every setting."
         )
         warnings.append(f"{key[:60]} is not a setting of tap-confluence and is ignored; {hint}")
-    value = config.get("audit_concurrency")
-    low, high = AUDIT_CONCURRENCY_RANGE
-    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
-        used = min(max(value, low), high)
-        warnings.append(
-            f"audit_concurrency {value} is outside {low} to {high}, so {used} audit windows "
-            "are fetched at once."
-        )
-    value = config.get("audit_helper_processes")
-    low, high = AUDIT_HELPERS_RANGE
-    if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
-        used = min(max(value, low), high)
-        warnings.append(
-            f"audit_helper_processes {value} is outside {low} to {high}, so {used} are used."
-        )
+    clamps = (
+        ("audit_concurrency", AUDIT_CONCURRENCY_RANGE, "{used} audit windows are fetched at once"),
+        ("audit_helper_processes", AUDIT_HELPERS_RANGE, "{used} are used"),
+    )
+    for key, (low, high), outcome in clamps:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            used = min(max(value, low), high)
+            said = outcome.format(used=used)
+            warnings.append(f"{key} {value} is outside {low} to {high}, so {said}.")
     return warnings
 
 
