@@ -198,8 +198,10 @@ def test_a_nightly_run_or_one_read_for_user_activity_starts_no_helper(
     assert len(shared.records("audit_records")) == BACKFILL
 
 
-def _helpers_of(pid: int, deadline: float) -> list[int]:
-    """Pids of the helper processes of ``pid``, once there are any (or [] at the deadline)."""
+def _helpers_of(pid: int, wanted: int, deadline: float) -> list[int]:
+    """Pids of the helper processes of ``pid``, once there are ``wanted`` (or those at the
+    deadline: the helpers start one after the other)."""
+    found: list[int] = []
     while time.monotonic() < deadline:
         found = []
         for entry in Path("/proc").iterdir():
@@ -211,10 +213,10 @@ def _helpers_of(pid: int, deadline: float) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
                 if ppid == pid and b"rows.py" in cmdline:
                     found.append(int(entry.name))
-        if found:
-            return found
+        if len(found) >= wanted:
+            break
         time.sleep(0.02)
-    return []
+    return found
 
 
 def test_helpers_get_no_secret_and_one_killed_mid_backfill_loses_no_record(
@@ -229,20 +231,19 @@ def test_helpers_get_no_secret_and_one_killed_mid_backfill_loses_no_record(
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_CONFLUENCE_")}
     env["TAP_CONFLUENCE_CLIENT_SECRET"] = secret
     out = tmp_path / "killed.jsonl"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            tap_command(
-                write_json(tmp_path / "config-killed.json", config),
-                "--catalog",
-                str(write_json(tmp_path / "catalog-killed.json", catalog)),
-            ),
-            cwd=REPO_ROOT,
-            stdout=sink,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+    command = tap_command(
+        write_json(tmp_path / "config-killed.json", config),
+        "--catalog",
+        str(write_json(tmp_path / "catalog-killed.json", catalog)),
+    )
+    with (
+        out.open("wb") as sink,
+        subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.PIPE, env=env
+        ) as proc,
+    ):
         try:
-            helpers = _helpers_of(proc.pid, time.monotonic() + 60)
+            helpers = _helpers_of(proc.pid, 2, time.monotonic() + 60)
             assert len(helpers) == 2, "the backfill started its two helpers"
             for pid in helpers:
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
