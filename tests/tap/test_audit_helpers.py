@@ -161,6 +161,7 @@ def _bookmarks(run: TapRun) -> list[Any]:
     return [s["bookmarks"]["audit_records"]["replication_key_value"] for s in run.states()]
 
 
+@pytest.mark.slow
 def test_a_backfill_with_helpers_emits_the_records_and_states_of_one_without(
     simulator_factory: Any, tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ def test_a_backfill_with_helpers_emits_the_records_and_states_of_one_without(
     assert lines(helped) == lines(alone)
 
 
+@pytest.mark.slow
 def test_a_nightly_run_or_one_read_for_user_activity_starts_no_helper(
     simulator_factory: Any, tmp_path: Path
 ) -> None:
@@ -219,6 +221,7 @@ def _helpers_of(pid: int, wanted: int, deadline: float) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_helpers_get_no_secret_and_one_killed_mid_backfill_loses_no_record(
     simulator_factory: Any, tmp_path: Path
 ) -> None:
