@@ -48,8 +48,8 @@ class AuditReadSink(t.Protocol):
     def begin(self, start_ms: int, end_ms: int) -> None:
         """Start a read of ``[start_ms, end_ms]``."""
 
-    def add(self, record: Mapping[str, t.Any]) -> None:
-        """Take in one record of a complete window."""
+    def add(self, activity: tuple[t.Any, int, str] | None) -> None:
+        """Take in what one record of a complete window says: (accountId, time, detail)."""
 
     def finish(self) -> None:
         """Mark the whole range as read."""

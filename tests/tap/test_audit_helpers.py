@@ -188,16 +188,28 @@ def test_a_backfill_with_helpers_emits_the_records_and_states_of_one_without(
 
 
 @pytest.mark.slow
-def test_a_nightly_run_or_one_read_for_user_activity_starts_no_helper(
+def test_a_nightly_run_starts_no_helper(simulator_factory: Any, tmp_path: Path) -> None:
+    small = simulator_factory(audit_records=800, users=20)
+    run = _run(tmp_path, small, 2)
+    assert HELPER_LINE not in run.stderr
+    assert len(run.records("audit_records")) == 800
+
+
+@pytest.mark.slow
+def test_a_backfill_read_for_user_activity_too_gives_the_same_activity_with_helpers(
     simulator_factory: Any, tmp_path: Path
 ) -> None:
-    small = simulator_factory(audit_records=800, users=20)
-    assert HELPER_LINE not in _run(tmp_path, small, 2).stderr
-    big = simulator_factory(audit_records=BACKFILL, users=20)
-    shared = _run(tmp_path, big, 2, "audit_records", "user_activity")
-    # user_activity reads each record as it goes by, so the pages are finished here.
-    assert HELPER_LINE not in shared.stderr
-    assert len(shared.records("audit_records")) == BACKFILL
+    sim = simulator_factory(audit_records=BACKFILL, users=20)
+    helped = _run(tmp_path, sim, 2, "audit_records", "user_activity")
+    alone = _run(tmp_path, sim, 0, "audit_records", "user_activity")
+    # user_activity takes each author's latest from audit_records' read, helped or not.
+    assert HELPER_LINE in helped.stderr
+    assert "reused audit_records' read" in helped.stderr
+    activity = helped.records("user_activity")
+    assert activity
+    assert any(r.get("source") == "audit" for r in activity)
+    assert activity == alone.records("user_activity")
+    assert helped.records("audit_records") == alone.records("audit_records")
 
 
 def _helpers_of(pid: int, wanted: int, deadline: float) -> list[int]:

@@ -9,6 +9,7 @@ from tap_confluence.streams.activity.ledger import (
     Ledger,
     SharedAuditRead,
 )
+from tap_confluence.streams.audit.rows import audit_activity
 from tap_confluence.tap import TapConfluence
 
 HOUR = 3_600_000
@@ -104,7 +105,7 @@ def test_audit_records_become_activity_of_their_author_with_summary_and_object()
 def test_shared_read_covers_only_once_complete_and_not_before_its_end() -> None:
     shared = SharedAuditRead()
     shared.begin(100, 200)
-    shared.add({"author": {"accountId": "a"}, "creationDate": 150, "summary": "x"})
+    shared.add(audit_activity({"author": {"accountId": "a"}, "creationDate": 150, "summary": "x"}))
     assert not shared.covers_up_from(100), "an unfinished read is never reused"
     shared.finish()
     assert shared.covers_up_from(50)

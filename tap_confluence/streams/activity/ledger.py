@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from tap_confluence.streams.audit.rows import Activity, audit_activity
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -108,14 +110,9 @@ class Latest:
     def offer_audit(self, records: Iterable[Mapping[str, t.Any]]) -> None:
         """Offer audit records: the author's activity at creationDate, with the summary."""
         for record in records:
-            author = record.get("author") or {}
-            obj = (record.get("affectedObject") or {}).get("name")
-            summary = str(record.get("summary") or "audit record")
-            when = record.get("creationDate")
-            if when is not None:
-                self.offer(
-                    author.get("accountId"), int(when), f"{summary}: {obj}" if obj else summary
-                )
+            found = audit_activity(record)
+            if found is not None:
+                self.offer(*found)
 
     def oldest_first(self) -> list[tuple[str, int, str]]:
         """(accountId, time, detail) sorted by time, then accountId."""
@@ -142,9 +139,10 @@ class SharedAuditRead:
         """Start a read of ``[start_ms, end_ms]``."""
         self.latest, self.start_ms, self.end_ms, self.complete = Latest(), start_ms, end_ms, False
 
-    def add(self, record: Mapping[str, t.Any]) -> None:
-        """Take in one record of a complete window."""
-        self.latest.offer_audit((record,))
+    def add(self, activity: Activity | None) -> None:
+        """Take in what one record of a complete window says (``rows.audit_activity``)."""
+        if activity is not None:
+            self.latest.offer(*activity)
 
     def finish(self) -> None:
         """Mark the whole range as read."""

@@ -1,9 +1,9 @@
 """Where a window's pages are finished: in the tap's own process, or in helper processes.
 
 Helpers start with the first window of a backfill (``HELPER_MIN_RECORDS``), and only when
-records go out the fast way (``good`` given) and nothing else needs each record decoded
-here (user_activity reading the same log). A page a helper could not finish is finished
-here, with one warning, and from then on every page is.
+records go out the fast way (``good`` given). When user_activity shares the read, each row
+also carries what it takes from the record (``activity``). A page a helper could not finish
+is finished here, with one warning, and from then on every page is.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ class PageFinisher:
         good: Shapes | None,
         *,
         helpers: int,
+        activity: bool,
         logger: logging.Logger,
     ) -> None:
         """Give records ``cloud_id``; ``helpers``: how many helper processes to use (or 0)."""
         self._cloud_id = cloud_id
         self._good = good
+        self._activity = activity
         self._helpers = helpers if good is not None else 0
         self._logger = logger
         self._pool: PagePool | None = None
@@ -62,7 +64,9 @@ class PageFinisher:
         """Send ``page`` to a helper, or start decompressing it here."""
         pool = self._pool
         if pool is not None and pool.usable and self._good is not None:
-            t.cast("AuditPage", page).finish_soon(pool, self._cloud_id, self._good)
+            t.cast("AuditPage", page).finish_soon(
+                pool, self._cloud_id, self._good, activity=self._activity
+            )
         else:
             page.warm()
 
@@ -70,7 +74,7 @@ class PageFinisher:
         """``page``'s finished rows, from its helper or made here."""
         audit_page = t.cast("AuditPage", page)
         try:
-            return audit_page.finished(self._cloud_id, self._good)
+            return audit_page.finished(self._cloud_id, self._good, activity=self._activity)
         except HelperError as failure:
             if not self._warned:
                 self._warned = True
@@ -79,4 +83,4 @@ class PageFinisher:
                     "(slower; nothing is lost).",
                     failure,
                 )
-            return audit_page.finished(self._cloud_id, self._good)
+            return audit_page.finished(self._cloud_id, self._good, activity=self._activity)

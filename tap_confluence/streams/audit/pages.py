@@ -104,10 +104,12 @@ class AuditPage:
         if self._raw is None and self._done is None:
             self._raw = _unpack_soon(self._body)
 
-    def finish_soon(self, pool: PagePool, cloud_id: str | None, good: Shapes) -> None:
+    def finish_soon(
+        self, pool: PagePool, cloud_id: str | None, good: Shapes, *, activity: bool
+    ) -> None:
         """Have a helper process finish the page (once), for ``finished`` to collect."""
         if self._done is None and self._raw is None and pool.usable:
-            self._done = pool.submit(self._body, cloud_id, good)
+            self._done = pool.submit(self._body, cloud_id, good, activity=activity)
 
     def _rows(self) -> tuple[list[dict[str, t.Any]], bool]:
         """Decode the page's records; say whether any value in them is a float."""
@@ -127,7 +129,9 @@ class AuditPage:
             (row.get("creationDate") or 0, sha256(canonical(row)).digest(), row) for row in rows
         ]
 
-    def finished(self, cloud_id: str | None, good: Shapes | None) -> list[Finished]:
+    def finished(
+        self, cloud_id: str | None, good: Shapes | None, *, activity: bool = False
+    ) -> list[Finished]:
         """Each record as it goes out, with ``id``, ``createdAt`` (and ``cloudId``) set.
 
         ``rows.finish_rows`` does it, here, or in a helper process if ``finish_soon`` sent
@@ -138,4 +142,4 @@ class AuditPage:
         if done is not None:
             return done.result()
         rows, floats = self._rows()
-        return finish_rows(rows, floats, cloud_id, good)
+        return finish_rows(rows, floats, cloud_id, good, activity=activity)

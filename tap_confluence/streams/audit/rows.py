@@ -24,10 +24,14 @@ import msgspec
 
 Record = dict[str, t.Any]
 
-#: ``(date, id, record, ok)``: the id is the digest in hex, which sorts as the digest does;
-#: ``ok`` when the record's shape is one already checked. From a helper process, the record
-#: of an ``ok`` row is its JSON, already encoded.
-Finished = tuple[int, str, "Record | bytes", bool]
+#: What user_activity takes from an audit record: its author's accountId (any falsy value:
+#: none), the time in epoch milliseconds and what happened.
+Activity = tuple[t.Any, int, str]
+#: ``(date, id, record, ok, activity)``: the id is the digest in hex, which sorts as the
+#: digest does; ``ok`` when the record's shape is one already checked; ``activity`` only when
+#: asked for (and the record has a date). From a helper process, the record of an ``ok`` row
+#: is its JSON, already encoded.
+Finished = tuple[int, str, "Record | bytes", bool, "Activity | None"]
 #: A record's shape: its field names and its values' types.
 Shape = tuple[tuple[str, ...], tuple[type, ...]]
 #: Shapes of records known to go out unchanged.
@@ -79,14 +83,31 @@ def decode_rows(raw: bytes) -> tuple[list[Record], bool]:
     return rows, bool(floats)
 
 
+def audit_activity(record: t.Mapping[str, t.Any]) -> Activity | None:
+    """Return what an audit record says its author did, and when (None without a date)."""
+    when = record.get("creationDate")
+    if when is None:
+        return None
+    author = record.get("author") or {}
+    obj = (record.get("affectedObject") or {}).get("name")
+    summary = str(record.get("summary") or "audit record")
+    return author.get("accountId"), int(when), f"{summary}: {obj}" if obj else summary
+
+
 def finish_rows(
-    rows: list[Record], floats: bool, cloud_id: str | None, good: Shapes | frozenset[Shape] | None
+    rows: list[Record],
+    floats: bool,
+    cloud_id: str | None,
+    good: Shapes | frozenset[Shape] | None,
+    *,
+    activity: bool = False,
 ) -> list[Finished]:
     """Each record as it goes out, with ``id``, ``createdAt`` (and ``cloudId``) set.
 
     One pass per record for everything a backfill does to it: the digest of its API
     fields, its id and ``createdAt``, and whether its shape is in ``good`` (``ok``; if
-    not, the caller checks it field by field; ``good`` None: never, the SDK checks).
+    not, the caller checks it field by field; ``good`` None: never, the SDK checks), and
+    with ``activity``, what user_activity takes from it.
     ``ms_to_iso`` is inlined: records in time order share their day.
     """
     sha256 = hashlib.sha256
@@ -117,12 +138,15 @@ def finish_rows(
                 record_id,
                 row,
                 good is not None and (tuple(row), tuple(map(type, row.values()))) in good,
+                audit_activity(row) if activity else None,
             )
         )
     return out
 
 
-def finish_page(compressed: bytes, cloud_id: str | None, good: frozenset[Shape]) -> list[Finished]:
+def finish_page(
+    compressed: bytes, cloud_id: str | None, good: frozenset[Shape], *, activity: bool = False
+) -> list[Finished]:
     """Return a compressed page's finished rows, each ``ok`` row already encoded as JSON.
 
     What a helper process does with a page: the tap writes an encoded row as it is, and
@@ -131,8 +155,8 @@ def finish_page(compressed: bytes, cloud_id: str | None, good: frozenset[Shape])
     rows, floats = decode_rows(zlib.decompress(compressed))
     encode = RECORD_JSON.encode
     return [
-        (date, rid, encode(row), True) if ok else (date, rid, row, False)
-        for date, rid, row, ok in finish_rows(rows, floats, cloud_id, good)
+        (date, rid, encode(row), True, act) if ok else (date, rid, row, False, act)
+        for date, rid, row, ok, act in finish_rows(rows, floats, cloud_id, good, activity=activity)
     ]
 
 
@@ -192,6 +216,7 @@ class Job(msgspec.Struct, array_like=True):
     compressed: bytes
     cloud_id: str | None
     shapes: list[tuple[list[str], list[str]]]
+    activity: bool = False
 
 
 def job_shapes(good: Shapes) -> list[tuple[list[str], list[str]]]:
@@ -230,7 +255,8 @@ def serve(inbox: t.BinaryIO, outbox: t.BinaryIO) -> None:
             good = frozenset(
                 (tuple(names), tuple(TYPES[n] for n in types)) for names, types in job.shapes
             )
-            answer = encode(["ok", finish_page(job.compressed, job.cloud_id, good)])
+            done = finish_page(job.compressed, job.cloud_id, good, activity=job.activity)
+            answer = encode(["ok", done])
         except Exception as error:  # noqa: BLE001 (the tap redoes the page and says why)
             answer = encode(["error", f"{type(error).__name__}: {error}"[:500]])
         write_frame(outbox, answer)

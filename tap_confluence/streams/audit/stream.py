@@ -220,7 +220,11 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
         )
 
         finisher = PageFinisher(
-            cloud_id, good, helpers=0 if shared else helpers_wanted(self.config), logger=self.logger
+            cloud_id,
+            good,
+            helpers=helpers_wanted(self.config),
+            activity=shared is not None,
+            logger=self.logger,
         )
         for window in walker.walk(lo, until):
             yield WindowStart(window.start_ms, window.end_ms)
@@ -231,9 +235,9 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
                     # Undated records sort first (as 0).
                     undated += sum(record_of(e)["createdAt"] is None for e in entries)
                 if shared:
-                    # Before the records go out: selection may strip fields from them.
+                    # Taken from each record before it went out (selection may strip fields).
                     for entry in entries:
-                        shared.add(record_of(entry))
+                        shared.add(entry[4])
                 emitted += len(entries)
                 yield entries
             if undated:

@@ -40,7 +40,8 @@ HELPER_ENVIRONMENT = frozenset({"PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC
 #: Seconds a helper has to exit once its pipe is closed, before it is killed.
 EXIT_WAIT = 5.0
 
-_Answer = tuple[str, list[tuple[t.Any, str, bytes | dict[str, t.Any], bool]] | str]
+_Row = tuple[t.Any, str, bytes | dict[str, t.Any], bool, tuple[t.Any, int, str] | None]
+_Answer = tuple[str, list[_Row] | str]
 _decode_answer = msgspec.msgpack.Decoder(_Answer).decode
 _encode_job = msgspec.msgpack.Encoder().encode
 
@@ -176,10 +177,10 @@ class PagePool:
                 self.failure = reason
 
     def submit(
-        self, compressed: bytes, cloud_id: str | None, good: Shapes
+        self, compressed: bytes, cloud_id: str | None, good: Shapes, *, activity: bool = False
     ) -> Future[list[Finished]]:
         """Finish a compressed page in a helper; its future fails with ``HelperError``."""
-        frame = _encode_job(Job(compressed, cloud_id, job_shapes(good)))
+        frame = _encode_job(Job(compressed, cloud_id, job_shapes(good), activity))
         helper = min(self._helpers, key=lambda h: h.queued)
         return helper.submit(frame)
 
