@@ -154,6 +154,19 @@ def token_server() -> Iterator[Callable[..., TokenServer]]:
 # pytest-xdist 3.8 cannot set the group on pytest 9's node ids, so its groups do nothing.)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` starts one worker more than there are cores.
+
+    Most tests wait on a subprocess (the tap, Meltano, a target) starting up or on a socket,
+    so with one worker per core a core sits idle now and then; on 2 cores the daily loop
+    (`-m "not slow"`) took 145 s with 3 workers against 162 s with 2, at the same CPU time.
+    PYTEST_XDIST_AUTO_NUM_WORKERS still chooses, as xdist documents.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On xdist workers, modules with a slow test go first (collection order otherwise).
 

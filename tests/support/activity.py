@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.support.tap_cli import TapRun, run_tap
+from tests.support.tap_cli import TapRun, discovered_catalog, run_tap
 
 if TYPE_CHECKING:
     from simulator.process import SimulatorProcess
@@ -18,16 +16,9 @@ ORG = {"org_id": "fake-org-id", "org_api_key": "fake-org-api-key"}
 SMALL = {"users": 40, "guests": 4, "audit_records": 800, "content": 120}
 
 
-_CATALOG: dict[str, Any] = {}
-
-
 def catalog(tmp_path: Path, sim: SimulatorProcess, *streams: str) -> dict[str, Any]:
     """The tap's own catalog (it does not depend on the config) with only ``streams`` selected."""
-    if not _CATALOG:
-        run = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-        assert run.returncode == 0, run.stderr[-2000:]
-        _CATALOG.update(json.loads(run.stdout))
-    found = copy.deepcopy(_CATALOG)
+    found = discovered_catalog(tmp_path, sim)
     for entry in found["streams"]:
         for meta in entry["metadata"]:
             if meta["breadcrumb"] == []:

@@ -5,6 +5,7 @@ No tests live here; the other test_tap_*, test_auth_* and test_streams_* modules
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -157,6 +158,22 @@ def select_streams(catalog: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return catalog
 
 
+_DISCOVERED: dict[str, Any] = {}
+
+
+def discovered_catalog(tmp_path: Path, sim: SimulatorProcess) -> dict[str, Any]:
+    """A copy of the tap's own `--discover` catalog, run once per test process.
+
+    The catalog does not depend on the config or the site (TapConfluence.discover_streams),
+    so every later call reuses the first run's output instead of starting the tap again.
+    """
+    if not _DISCOVERED:
+        run = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
+        assert run.returncode == 0, run.stderr[-2000:]
+        _DISCOVERED.update(json.loads(run.stdout))
+    return copy.deepcopy(_DISCOVERED)
+
+
 def selected_catalog(
     tmp_path: Path,
     sim: SimulatorProcess,
@@ -164,8 +181,7 @@ def selected_catalog(
     deselect: Collection[tuple[str, ...]] = (),
 ) -> dict[str, Any]:
     """The tap's own catalog with only ``stream`` selected and ``deselect`` breadcrumbs off."""
-    discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-    catalog: dict[str, Any] = json.loads(discovered.stdout)
+    catalog = discovered_catalog(tmp_path, sim)
     for entry in catalog["streams"]:
         for meta in entry["metadata"]:
             if meta["breadcrumb"] == []:

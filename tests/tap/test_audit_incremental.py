@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from simulator.process import SimulatorProcess
-from tests.support.tap_cli import TapRun, run_tap, run_tap_until_states
+from tests.support.tap_cli import TapRun, discovered_catalog, run_tap, run_tap_until_states
 
 
 def _audit_catalog(tmp_path: Path, sim: SimulatorProcess) -> dict[str, Any]:
     """A catalog selecting only audit_records (from the tap's own --discover)."""
-    discovered = run_tap(tmp_path, sim.tap_config("classic_token"), extra=("--discover",))
-    catalog: dict[str, Any] = json.loads(discovered.stdout)
+    catalog = discovered_catalog(tmp_path, sim)
     for entry in catalog["streams"]:
         selected = entry["tap_stream_id"] == "audit_records"
         for meta in entry["metadata"]:

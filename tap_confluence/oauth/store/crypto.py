@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import binascii
 import re
+import typing as t
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+if t.TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
+# cryptography is imported where a key is used, not here: most runs keep no key, and loading
+# it (with its Rust and cffi bindings) costs every start of the tap ~30-60 ms of CPU.
 
 __all__ = ["KeyFormatError", "TokenCipher", "new_key"]
 
@@ -25,6 +30,8 @@ class KeyFormatError(ValueError):
 
 def new_key() -> str:
     """Return a fresh random Fernet key (44 characters of URL-safe base64)."""
+    from cryptography.fernet import Fernet  # noqa: PLC0415
+
     return Fernet.generate_key().decode()
 
 
@@ -33,6 +40,8 @@ class TokenCipher:
 
     def __init__(self, keys: list[str]) -> None:
         """Build from key strings; raise KeyFormatError naming the bad one by position only."""
+        from cryptography.fernet import Fernet, MultiFernet  # noqa: PLC0415
+
         if not keys:
             msg = "token_store_key is empty; set it to a key from `tap-confluence-auth new-key`."
             raise KeyFormatError(msg)
@@ -48,7 +57,7 @@ class TokenCipher:
                     "base64); generate one with `tap-confluence-auth new-key`."
                 )
                 raise KeyFormatError(msg) from None
-        self._fernet = MultiFernet(fernets)
+        self._fernet: MultiFernet = MultiFernet(fernets)
 
     @classmethod
     def from_setting(cls, value: str | None) -> TokenCipher | None:
@@ -63,6 +72,8 @@ class TokenCipher:
 
     def open(self, sealed: str) -> bytes | None:
         """Decrypt with whichever key fits; None when none does (wrong key or tampering)."""
+        from cryptography.fernet import InvalidToken  # noqa: PLC0415
+
         try:
             return self._fernet.decrypt(sealed.encode())
         except InvalidToken:
