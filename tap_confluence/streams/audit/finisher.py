@@ -1,15 +1,19 @@
 """Where a window's pages are finished: in the tap's own process, or in helper processes.
 
-Helpers start with the first window of a backfill (``HELPER_MIN_RECORDS``), and only when
-records go out the fast way (``good`` given). When user_activity shares the read, each row
+Helpers start as soon as a read turns out to be a backfill: with its first full page (1,000
+records: they boot while the first window is still being read), or its first window of
+``HELPER_MIN_RECORDS`` (where the API serves smaller pages); and only when records go out
+the fast way (``good`` given). When user_activity shares the read, each row
 also carries what it takes from the record (``activity``). A page a helper could not finish
 is finished here, with one warning, and from then on every page is.
 """
 
 from __future__ import annotations
 
+import threading
 import typing as t
 
+from tap_confluence.streams.audit.reader import PAGE_SIZE
 from tap_confluence.streams.audit.workers import HELPER_MIN_RECORDS, HelperError, shared_pool
 
 if t.TYPE_CHECKING:
@@ -41,13 +45,24 @@ class PageFinisher:
         self._logger = logger
         self._pool: PagePool | None = None
         self._warned = False
+        self._lock = threading.Lock()
+
+    def saw(self, page: AuditPage) -> None:
+        """Start the helpers if ``page`` is full: the read is a backfill (any thread)."""
+        if self._helpers and page.count >= PAGE_SIZE:
+            self._start()
 
     def start(self, window: Window) -> None:
         """Start the helpers if ``window`` is the first of a backfill."""
-        if not self._helpers or window.count < HELPER_MIN_RECORDS:
-            return
-        size, self._helpers = self._helpers, 0  # asked once
-        self._pool = shared_pool(size)
+        if self._helpers and window.count >= HELPER_MIN_RECORDS:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._helpers:
+                return
+            size, self._helpers = self._helpers, 0  # asked once
+            self._pool = shared_pool(size)
         if self._pool is not None and self._pool.usable:
             self._logger.info(
                 "audit_records: %d helper processes finish the pages of this backfill.",

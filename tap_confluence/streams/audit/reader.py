@@ -60,6 +60,8 @@ class AuditFetcher:
         self._url = url
         self.gate = RequestGate(concurrency)
         self.governor = PageSizeGovernor(PAGE_SIZE, MIN_PAGE_SIZE)
+        #: Called with each page as it arrives (from the fetching threads).
+        self.observers: list[Callable[[AuditPage], None]] = []
 
     def __call__(self, start_ms: int, end_ms: int, offset: int, limit: int) -> AuditPage:
         """One page of ``[start_ms, end_ms]`` from ``offset``, newest first."""
@@ -72,6 +74,8 @@ class AuditFetcher:
             governor=self.governor,
             endpoint=AUDIT_PATH,
         )
+        for observe in self.observers:
+            observe(page)
         return t.cast("AuditPage", page)
 
 

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import operator
 import sys
 import typing as t
 import zlib
@@ -154,10 +155,17 @@ def finish_page(
     """
     rows, floats = decode_rows(zlib.decompress(compressed))
     encode = RECORD_JSON.encode
-    return [
+    done: list[Finished] = [
         (date, rid, encode(row), True, act) if ok else (date, rid, row, False, act)
         for date, rid, row, ok, act in finish_rows(rows, floats, cloud_id, good, activity=activity)
     ]
+    # Sorted as the window sorts them (pages come newest first): the tap then merges two
+    # sorted runs instead of sorting a reversed page.
+    done.sort(key=_DATE_AND_ID)
+    return done
+
+
+_DATE_AND_ID = operator.itemgetter(0, 1)
 
 
 def record_of(entry: Finished) -> Record:

@@ -226,6 +226,7 @@ class AuditRecordsStream(ConfluenceStream, PageOutput):
             activity=shared is not None,
             logger=self.logger,
         )
+        reader.fetch.observers.append(finisher.saw)
         for window in walker.walk(lo, until):
             yield WindowStart(window.start_ms, window.end_ms)
             finisher.start(window)
