@@ -130,11 +130,15 @@ class _Helper:
         self.jobs.put((frame, future))
         return future
 
-    def close(self) -> None:
+    def hang_up(self) -> None:
+        """Tell the helper no job follows (it exits after the one it has)."""
         self.jobs.put(None)
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+
+    def close(self) -> None:
+        self.hang_up()
         try:
             self.proc.wait(EXIT_WAIT)
         except subprocess.TimeoutExpired:
@@ -187,6 +191,8 @@ class PagePool:
     def close(self) -> None:
         """Let the helpers exit (each finishes the job it has) and wait for them."""
         helpers, self._helpers = self._helpers, []
+        for helper in helpers:
+            helper.hang_up()  # all at once: they exit side by side
         for helper in helpers:
             helper.close()
 
