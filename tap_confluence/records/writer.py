@@ -8,10 +8,12 @@ the other).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import sys
 import typing as t
+import weakref
 
 import msgspec
 from singer_sdk import singerlib as singer
@@ -31,9 +33,12 @@ class BlockWriter(MsgSpecWriter):
     """
 
     def __init__(self) -> None:
-        """Start with an empty block."""
+        """Start with an empty block (written out at exit at the latest)."""
         super().__init__()
         self._block = bytearray()
+        # A process that ends without collecting the writer (``__main__.leave``) still
+        # writes out what it holds.
+        atexit.register(_flush_if_alive, weakref.ref(self))
 
     @override
     def write_message(self, message: singer.Message) -> None:
@@ -127,3 +132,11 @@ def message_frame(message: dict[str, t.Any]) -> tuple[bytes, bytes]:
     head = before[:-1] + (b',"record":' if len(before) > 2 else b'"record":')
     tail = (b"," + after[1:] if len(after) > 2 else b"}") + b"\n"
     return head, tail
+
+
+def _flush_if_alive(ref: weakref.ref[BlockWriter]) -> None:
+    """Write out what a writer still holds at exit."""
+    writer = ref()
+    if writer is not None:
+        with contextlib.suppress(ValueError, OSError):
+            writer.flush()
