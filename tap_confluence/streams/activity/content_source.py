@@ -138,22 +138,18 @@ def offer_content(latest: Latest, result: Mapping[str, t.Any]) -> bool:
     history = json_object(content.get("history"))
     kind, title = content.get("type") or "content", content.get("title") or ""
     updated = json_object(history.get("lastUpdated"))
+    events = (
+        (updated.get("by"), updated.get("when"), "updated"),
+        (history.get("createdBy"), history.get("createdDate"), "created"),
+    )
     offered = False
     try:
-        if updated.get("when"):
-            latest.offer(
-                json_object(updated.get("by")).get("accountId"),
-                iso_ms(str(updated["when"])),
-                f"{kind} updated: {title}",
-            )
-            offered = True
-        if history.get("createdDate"):
-            latest.offer(
-                json_object(history.get("createdBy")).get("accountId"),
-                iso_ms(str(history["createdDate"])),
-                f"{kind} created: {title}",
-            )
-            offered = True
+        for by, when, what in events:
+            if when:
+                latest.offer(
+                    json_object(by).get("accountId"), iso_ms(str(when)), f"{kind} {what}: {title}"
+                )
+                offered = True
     except ValueError:
         return False
     return offered
