@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.process import SimulatorProcess
+from tests.support.forked import run_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tap_confluence.auth_cli"]
@@ -45,16 +46,8 @@ def sim_env(sim: SimulatorProcess, tmp_path: Path, **extra: str) -> dict[str, st
 def run_cli(
     args: list[str], env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        check=False,
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    """`python -m tap_confluence.auth_cli ARGS`, forked as tests/support/forked.py explains."""
+    return run_module("tap_confluence.auth_cli", args, env=env, timeout=timeout)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.support.forked import run_module
+
 if TYPE_CHECKING:
     from simulator.process import SimulatorProcess
 
@@ -74,22 +76,17 @@ def run_tap(
     timeout: float = 300,
     env: dict[str, str] | None = None,
 ) -> TapRun:
-    """Run `python -m tap_confluence` to completion and parse stdout as Singer messages."""
+    """Run `python -m tap_confluence` to completion and parse stdout as Singer messages.
+
+    The run is forked from a process that has imported the tap (tests/support/forked.py).
+    """
     tag = f"{time.monotonic_ns()}"
     args = tap_command(write_json(tmp_path / f"config-{tag}.json", config), *extra)
     if state is not None:
         args += ["--state", str(write_json(tmp_path / f"state-{tag}.json", state))]
     if catalog is not None:
         args += ["--catalog", str(write_json(tmp_path / f"catalog-{tag}.json", catalog))]
-    proc = subprocess.run(
-        args,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env() | (env or {}),
-        check=False,
-    )
+    proc = run_module("tap_confluence", args[3:], env=_env() | (env or {}), timeout=timeout)
     messages = parse_messages(proc.stdout) if "--discover" not in extra else []
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
 
