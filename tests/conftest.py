@@ -6,9 +6,11 @@ say how to install it, so CI can never pass by running none of them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,27 +82,65 @@ def start_simulator(
         sim.stop()
 
 
+#: Names the directory of the session's one Meltano install (see installed_meltano_project).
+SHARED_MELTANO = "TAP_TESTS_MELTANO_INSTALL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller (or the only process), make the directory of the Meltano install."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ[SHARED_MELTANO] = tempfile.mkdtemp(prefix="tapconf-meltano-")
+
+
 @pytest.fixture(scope="session")
 def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeltanoProject]:
-    """The repo's meltano.yml in a temporary project, so tests never touch a developer's state."""
+    """The repo's meltano.yml in a temporary project, so tests never touch a developer's state.
+
+    `meltano install` runs once per test session, into a project the xdist workers share
+    (`installed_meltano_project`); each test process gets a project of its own beside it,
+    whose plugin directories link to that install, as orchestrator workers share one image.
+    Meltano writes a run's files (`.meltano/run`, tokens) under the project, never under the
+    plugin directories, so two workers never write the same file.
+    """
+    installed = installed_meltano_project(tmp_path_factory)
+    root = tmp_path_factory.mktemp("meltano-project")
+    (root / "meltano.yml").write_text((installed / "meltano.yml").read_text())
+    (root / ".meltano").mkdir()
+    for kind in ("extractors", "loaders"):
+        (root / ".meltano" / kind).symlink_to(installed / ".meltano" / kind)
+    yield MeltanoProject(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def installed_meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's one Meltano project with its plugins installed; made by the first caller.
+
+    Its directory is the one pytest_configure made for the session (the xdist workers
+    inherit its path); pytest_sessionfinish removes it (the plugin virtualenvs are the bulk).
+    """
     if not MELTANO.is_file():
         pytest.fail(
             f"the pipeline tests need Meltano at {MELTANO.relative_to(REPO)}: "
             "run ./scripts/setup, which installs it",
             pytrace=False,
         )
-    root = tmp_path_factory.mktemp("meltano-project")
-    text = (REPO / "meltano.yml").read_text()
-    # The tap is installed editable from this checkout, so the run exercises this code.
-    text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
-    assert f"-e {REPO}" in text, "meltano.yml no longer installs the tap with `pip_url: -e .`"
-    (root / "meltano.yml").write_text(text)
-    project = MeltanoProject(root)
-    install_dir = tmp_path_factory.mktemp("meltano-install")
-    project.meltano("install", run_dir=install_dir, env={})
-    yield project
-    # The plugin virtualenvs are the bulk of it; uv's cache makes the next install cheap.
-    shutil.rmtree(root, ignore_errors=True)
+    shared = Path(os.environ[SHARED_MELTANO])
+    root = shared / "project"
+    with (shared / "install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for the install
+        if (root / ".installed").is_file():
+            return root
+        shutil.rmtree(root, ignore_errors=True)  # a worker that died mid-install
+        root.mkdir()
+        text = (REPO / "meltano.yml").read_text()
+        # The tap is installed editable from this checkout, so the run exercises this code.
+        text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
+        assert f"-e {REPO}" in text, "meltano.yml no longer installs the tap with `pip_url: -e .`"
+        (root / "meltano.yml").write_text(text)
+        install_dir = tmp_path_factory.mktemp("meltano-install")
+        MeltanoProject(root).meltano("install", run_dir=install_dir, env={})
+        (root / ".installed").touch()
+        return root
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +235,10 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """On the xdist controller, report the workers' reliability figures added up."""
+    """Remove the session's Meltano install; on the xdist controller, add up the workers'
+    reliability figures and report them."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") and SHARED_MELTANO in os.environ:
+        shutil.rmtree(os.environ.pop(SHARED_MELTANO), ignore_errors=True)
     if _WORKER_FIGURES:
         from tests.reliability.harness import add_up_figures, write_figures
 
