@@ -11,7 +11,7 @@ reported from `waitpid`. It still talks to the simulator over real sockets and e
 through the tap's own `leave()`.
 
 What a fork cannot change falls back to a real `python -m`: an environment whose PYTHON*,
-LANG or LC_* variables differ from the server's (they act at interpreter start-up), any
+LANG, LC_* or TZ variables differ from the server's (they act at interpreter start-up), any
 other module, and every run when TAP_TESTS_FORK=0. Children of one server share its hash
 seed; the packaging, Meltano and kill tests start the installed commands for real.
 """
@@ -37,8 +37,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("tap_confluence", "tap_confluence.auth_cli")
-#: Variables the interpreter reads once, at start-up; a run that changes one is not forked.
-STARTUP_PREFIXES = ("PYTHON", "LANG", "LC_")
+#: Variables the interpreter reads once, at start-up (TZ: when `time` is imported); a run
+#: that changes one is not forked.
+STARTUP_PREFIXES = ("PYTHON", "LANG", "LC_", "TZ")
 _HEADER = struct.Struct("!Q")
 
 

@@ -108,6 +108,7 @@ def test_a_run_that_changes_a_start_up_variable_is_started_afresh(tmp_path: Path
     assert forks.accepts("tap_confluence", env)
     assert not forks.accepts("tap_confluence", env | {"PYTHONHASHSEED": "7"})
     assert not forks.accepts("tap_confluence", env | {"LC_ALL": "C"})
+    assert not forks.accepts("tap_confluence", env | {"TZ": "America/Denver"})
     assert not forks.accepts("simulator", env)
     # The fallback is a real interpreter: its start-up sees the variable.
     proc = run_module(
