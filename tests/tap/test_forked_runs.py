@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,21 @@ import pytest
 
 from simulator.process import SimulatorProcess
 from tests.support.auth_cli import clean_env
-from tests.support.forked import REPO_ROOT, run_module, server
+from tests.support.forked import REPO_ROOT, ForkServer, run_module
 from tests.support.tap_cli import _env, parse_messages, write_json
 
 
+@pytest.fixture(scope="module")
+def forks() -> Iterator[ForkServer]:
+    """A fork server of this module's own, so TAP_TESTS_FORK=0 leaves these tests as they are."""
+    started = ForkServer()
+    yield started
+    started.stop()
+
+
 def both_ways(
-    module: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT
+    forks: ForkServer, module: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT
 ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-    forks = server()
-    assert forks is not None, "TAP_TESTS_FORK=0 turns the fork server off"
     assert forks.accepts(module, env)
     forked = forks.run(module, args, env=env, cwd=cwd, timeout=120)
     real = subprocess.run(
@@ -63,14 +70,14 @@ def stderr_sentences(stderr: str) -> list[str]:
 
 
 def test_a_forked_sync_prints_the_same_messages_and_exit_code_as_python_dash_m(
-    simulator_factory: Any, tmp_path: Path
+    forks: ForkServer, simulator_factory: Any, tmp_path: Path
 ) -> None:
     sim: SimulatorProcess = simulator_factory(
         users=30, guests=3, groups=4, audit_records=400, content=5
     )
     # A classic token is not rotated, so both runs see the same site.
     config = write_json(tmp_path / "config.json", sim.tap_config("classic_token"))
-    forked, real = both_ways("tap_confluence", ["--config", str(config)], _env())
+    forked, real = both_ways(forks, "tap_confluence", ["--config", str(config)], _env())
     assert real.returncode == forked.returncode == 0, real.stderr[-2000:]
     got, want = by_type(forked.stdout), by_type(real.stdout)
     assert len(want["RECORD"]) > 400
@@ -92,18 +99,20 @@ def test_a_forked_sync_prints_the_same_messages_and_exit_code_as_python_dash_m(
         ("tap_confluence.auth_cli", ["--help"]),
     ],
 )
-def test_forked_and_real_runs_end_alike(module: str, args: list[str], tmp_path: Path) -> None:
+def test_forked_and_real_runs_end_alike(
+    forks: ForkServer, module: str, args: list[str], tmp_path: Path
+) -> None:
     write_json(tmp_path / "bad.json", {"cloud_id": "not-a-cloud-id", "client_id": "x"})
-    forked, real = both_ways(module, args, clean_env(tmp_path), cwd=tmp_path)
+    forked, real = both_ways(forks, module, args, clean_env(tmp_path), cwd=tmp_path)
     assert forked.returncode == real.returncode
     assert forked.stdout == real.stdout
     assert stderr_sentences(forked.stderr) == stderr_sentences(real.stderr)
     assert forked.returncode != 0 or forked.stdout, "each case prints something to compare"
 
 
-def test_a_run_that_changes_a_start_up_variable_is_started_afresh(tmp_path: Path) -> None:
-    forks = server()
-    assert forks is not None
+def test_a_run_that_changes_a_start_up_variable_is_started_afresh(
+    forks: ForkServer, tmp_path: Path
+) -> None:
     env = clean_env(tmp_path)
     assert forks.accepts("tap_confluence", env)
     assert not forks.accepts("tap_confluence", env | {"PYTHONHASHSEED": "7"})
@@ -120,17 +129,17 @@ def test_a_run_that_changes_a_start_up_variable_is_started_afresh(tmp_path: Path
     assert json.loads(proc.stdout)["name"] == "tap-confluence"
 
 
-def test_a_forked_run_past_its_timeout_is_killed(simulator_factory: Any, tmp_path: Path) -> None:
+def test_a_forked_run_past_its_timeout_is_killed(
+    forks: ForkServer, simulator_factory: Any, tmp_path: Path
+) -> None:
     sim: SimulatorProcess = simulator_factory(users=5, audit_records=10)
     sim.control("faults", {"latency_ms": 20_000})
     config = write_json(tmp_path / "config.json", sim.tap_config("classic_token"))
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        run_module("tap_confluence", ["--config", str(config)], env=_env(), timeout=3)
+        forks.run("tap_confluence", ["--config", str(config)], env=_env(), cwd=REPO_ROOT, timeout=3)
     assert time.monotonic() - started < 15
     # The child the server forked for it is gone: no tap outlives the timeout.
-    forks = server()
-    assert forks is not None
     deadline = time.monotonic() + 10
     while children(forks.proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
