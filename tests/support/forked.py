@@ -231,9 +231,13 @@ def _serve(path: str) -> None:
                     return  # the test process is gone or done
             elif key.fd == listener.fileno():
                 conn, _ = listener.accept()
-                header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
-                size = _HEADER.unpack(header + _read_exactly(conn, _HEADER.size - len(header)))[0]
-                request = json.loads(_read_exactly(conn, size))
+                try:
+                    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+                    rest = _read_exactly(conn, _HEADER.size - len(header))
+                    request = json.loads(_read_exactly(conn, _HEADER.unpack(header + rest)[0]))
+                except (OSError, RuntimeError, ValueError):
+                    conn.close()  # a test process that went away mid-request
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     held = [c.fileno() for c in waiting.values()]
@@ -283,7 +287,13 @@ def _child(request: dict[str, object], fds: list[int], close: list[int]) -> None
             print(done.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 - report as the interpreter does
         traceback.print_exc()
+    # The interpreter's own exit, in its order: other threads finish, exit handlers run
+    # (the tap's leave() has done both when it ends the run itself), stdout and stderr flush.
     try:
+        shutdown = getattr(threading, "_shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
