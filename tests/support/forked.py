@@ -190,6 +190,13 @@ def run_module(
     forks = server()
     if forks is not None and forks.accepts(module, env):
         return forks.run(module, args, env=env, cwd=cwd, timeout=timeout)
+    return run_started_afresh(module, args, env=env, cwd=cwd, timeout=timeout)
+
+
+def run_started_afresh(
+    module: str, args: list[str], *, env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` in a new interpreter, as run_module's fallback."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -81,12 +81,12 @@ def run_tap(
     The run is forked from a process that has imported the tap (tests/support/forked.py).
     """
     tag = f"{time.monotonic_ns()}"
-    args = tap_command(write_json(tmp_path / f"config-{tag}.json", config), *extra)
+    args = ["--config", str(write_json(tmp_path / f"config-{tag}.json", config)), *extra]
     if state is not None:
         args += ["--state", str(write_json(tmp_path / f"state-{tag}.json", state))]
     if catalog is not None:
         args += ["--catalog", str(write_json(tmp_path / f"catalog-{tag}.json", catalog))]
-    proc = run_module("tap_confluence", args[3:], env=_env() | (env or {}), timeout=timeout)
+    proc = run_module("tap_confluence", args, env=_env() | (env or {}), timeout=timeout)
     messages = parse_messages(proc.stdout) if "--discover" not in extra else []
     return TapRun(proc.returncode, proc.stdout, proc.stderr, messages)
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from simulator.process import SimulatorProcess
 from tests.support.auth_cli import clean_env
-from tests.support.forked import REPO_ROOT, ForkServer, run_module
+from tests.support.forked import REPO_ROOT, ForkServer, run_module, run_started_afresh
 from tests.support.tap_cli import _env, parse_messages, write_json
 
 
@@ -38,16 +37,7 @@ def both_ways(
 ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
     assert forks.accepts(module, env)
     forked = forks.run(module, args, env=env, cwd=cwd, timeout=120)
-    real = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    real = run_started_afresh(module, args, env=env, cwd=cwd, timeout=120)
     return forked, real
 
 
